@@ -1,0 +1,154 @@
+//! Per-request plumbing shared by every filter: correlation id, logs,
+//! denials (enforced or shadowed by `dry_run`) and published decisions.
+//!
+//! ## The decision contract
+//! Each filter writes its outcome to the request header `x-palisade-<filter>`
+//! (`allow`, `deny;reason=<r>`, `shadow-deny;reason=<r>`), replacing any value a
+//! client sent, so later filters and the upstream can read it. A filter that
+//! answers a request itself also sets `x-palisade-denied-by: <filter>`, which
+//! the errors filter uses to leave Palisade's own problem responses alone.
+//! Filters may publish more under `x-palisade-<filter>-<key>`. The headers
+//! filter strips every client-sent `x-palisade-*` header by default.
+
+use crate::filter::Flow;
+use crate::host::{Host, Level};
+use crate::metrics::Metrics;
+use crate::problem::Problem;
+use crate::request_id;
+use crate::route::RouteInput;
+
+/// Request header naming the filter that answered with a local reply.
+pub const DENIED_BY_HEADER: &str = "x-palisade-denied-by";
+/// Prefix of every header Palisade writes.
+pub const HEADER_PREFIX: &str = "x-palisade-";
+
+/// A request refused by a filter, before `dry_run` is applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Denial {
+    pub problem: Problem,
+    /// Metric and log reason, `[a-z_]+`.
+    pub reason: &'static str,
+    /// The protocol's own signal (`Allow`, `WWW-Authenticate`, `Retry-After`…).
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl Denial {
+    pub fn new(problem: Problem, reason: &'static str) -> Self {
+        Denial {
+            problem,
+            reason,
+            headers: Vec::new(),
+        }
+    }
+
+    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+}
+
+/// Request-scoped facts every filter needs, read once.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    pub filter: &'static str,
+    pub request_id: Option<String>,
+}
+
+/// The request's method, normalised path and route name, owned.
+#[derive(Debug, Clone, Default)]
+pub struct RouteFacts {
+    pub method: String,
+    pub path: String,
+    pub route_name: Option<String>,
+}
+
+impl RouteFacts {
+    /// Reads the facts rules match on; the route name only when some rule uses it.
+    pub fn read(host: &dyn Host, with_route_name: bool) -> RouteFacts {
+        let method = host.request_header_str(":method").unwrap_or_default();
+        let raw_path = host.request_header(":path").unwrap_or_default();
+        RouteFacts {
+            method,
+            path: crate::path::normalize(&String::from_utf8_lossy(&raw_path)),
+            route_name: if with_route_name {
+                host.route_name()
+            } else {
+                None
+            },
+        }
+    }
+
+    pub fn input(&self) -> RouteInput<'_> {
+        RouteInput {
+            method: &self.method,
+            path: &self.path,
+            route_name: self.route_name.as_deref(),
+        }
+    }
+}
+
+impl RequestContext {
+    pub fn new(filter: &'static str, host: &dyn Host) -> Self {
+        let id = request_id::correlation_id(
+            host.request_header(request_id::HEADER).as_deref(),
+            host.request_header(request_id::TRACEPARENT).as_deref(),
+        );
+        RequestContext {
+            filter,
+            request_id: id,
+        }
+    }
+
+    /// Every log line names the filter and the request id.
+    pub fn log(&self, host: &dyn Host, level: Level, message: &str) {
+        let id = self.request_id.as_deref().unwrap_or("-");
+        host.log(
+            level,
+            &format!("palisade.{} request_id={id} {message}", self.filter),
+        );
+    }
+
+    /// Publishes this filter's outcome for later filters and the upstream.
+    pub fn publish(&self, host: &mut dyn Host, outcome: &str) {
+        host.set_request_header(
+            &format!("{HEADER_PREFIX}{}", self.filter),
+            outcome.as_bytes(),
+        );
+    }
+
+    /// Denies the request, or in `dry_run` only logs, counts and publishes it.
+    pub fn reject(
+        &self,
+        host: &mut dyn Host,
+        metrics: &Metrics,
+        denial: Denial,
+        dry_run: bool,
+    ) -> Flow {
+        let status = denial.problem.status;
+        if dry_run {
+            metrics.inc(host, &format!("shadow_denied.{}", denial.reason));
+            self.log(
+                host,
+                Level::Warn,
+                &format!("dry_run: would deny with {status} ({})", denial.reason),
+            );
+            self.publish(host, &format!("shadow-deny;reason={}", denial.reason));
+            return Flow::Continue;
+        }
+        metrics.inc(host, &format!("denied.{}", denial.reason));
+        self.log(
+            host,
+            Level::Info,
+            &format!("denied with {status} ({})", denial.reason),
+        );
+        self.publish(host, &format!("deny;reason={}", denial.reason));
+        host.set_request_header(DENIED_BY_HEADER, self.filter.as_bytes());
+        let problem = denial.problem.request_id(self.request_id.as_deref());
+        let body = problem.to_json();
+        let mut headers: Vec<(&str, String)> = problem.headers();
+        headers.extend(denial.headers.iter().map(|(n, v)| (*n, v.clone())));
+        let refs: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        host.send_response(status, &refs, &body);
+        Flow::Pause
+    }
+}

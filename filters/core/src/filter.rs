@@ -1,0 +1,67 @@
+//! What a filter implements: plain Rust over [`Host`], no proxy-wasm types, so
+//! the same code runs in Envoy, in Kong and in native tests.
+
+use crate::config::ConfigError;
+use crate::host::Host;
+use std::rc::Rc;
+
+/// Whether the host should go on with the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    /// Stop here: after a local reply, or to buffer a body.
+    Pause,
+}
+
+/// One request's worth of filter logic. Every callback has a harmless default.
+pub trait HttpFilter {
+    fn on_request_headers(&mut self, _host: &mut dyn Host, _end_of_stream: bool) -> Flow {
+        Flow::Continue
+    }
+
+    fn on_request_body(
+        &mut self,
+        _host: &mut dyn Host,
+        _size: usize,
+        _end_of_stream: bool,
+    ) -> Flow {
+        Flow::Continue
+    }
+
+    fn on_response_headers(&mut self, _host: &mut dyn Host, _end_of_stream: bool) -> Flow {
+        Flow::Continue
+    }
+
+    fn on_response_body(
+        &mut self,
+        _host: &mut dyn Host,
+        _size: usize,
+        _end_of_stream: bool,
+    ) -> Flow {
+        Flow::Continue
+    }
+}
+
+/// A configured filter, shared by all requests of one VM.
+pub trait Plugin: Sized + 'static {
+    /// Short name: metrics (`palisade.<NAME>.*`), logs and published decisions use it.
+    const NAME: &'static str;
+    type Filter: HttpFilter + 'static;
+
+    /// Parses and validates the config and defines metrics. An error makes the
+    /// host refuse the filter: it must never run half-configured.
+    fn configure(config: &[u8], host: &mut dyn Host) -> Result<Self, ConfigError>;
+
+    fn new_filter(plugin: &Rc<Self>) -> Self::Filter;
+}
+
+/// Exports a [`Plugin`] as the module's proxy-wasm entry point (wasm only).
+#[macro_export]
+macro_rules! export_plugin {
+    ($plugin:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        $crate::proxy_wasm::main! {{
+            $crate::glue::start::<$plugin>();
+        }}
+    };
+}

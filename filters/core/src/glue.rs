@@ -1,0 +1,251 @@
+//! proxy-wasm adapter: moves headers, bodies and properties between the host
+//! and a [`Plugin`], and nothing else. Every host call's status is handled
+//! here (the SDK's convenience wrappers panic on unexpected statuses).
+
+use crate::filter::{Flow, HttpFilter, Plugin};
+use crate::host::{Headers, Host, HostKind, Level};
+use crate::problem::Problem;
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType};
+use std::marker::PhantomData;
+use std::rc::Rc;
+
+/// [`Host`] over the real proxy-wasm ABI.
+#[derive(Debug, Clone, Copy)]
+pub struct ProxyWasmHost {
+    kind: HostKind,
+}
+
+impl ProxyWasmHost {
+    /// Detects the host once; Kong answers `ngx.*` properties, Envoy does not.
+    pub fn detect() -> Self {
+        let ngx = hostcalls::get_property(vec!["ngx", "nginx_version"])
+            .ok()
+            .flatten();
+        ProxyWasmHost {
+            kind: HostKind::detect(ngx.as_deref()),
+        }
+    }
+
+    fn get_headers(map: MapType) -> Headers {
+        hostcalls::get_map_bytes(map)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(n, v)| (n.to_ascii_lowercase(), v))
+            .collect()
+    }
+
+    fn get_header(map: MapType, name: &str) -> Option<Vec<u8>> {
+        hostcalls::get_map_value_bytes(map, name).ok().flatten()
+    }
+}
+
+impl Host for ProxyWasmHost {
+    fn kind(&self) -> HostKind {
+        self.kind
+    }
+
+    fn request_headers(&self) -> Headers {
+        Self::get_headers(MapType::HttpRequestHeaders)
+    }
+
+    fn request_header(&self, name: &str) -> Option<Vec<u8>> {
+        Self::get_header(MapType::HttpRequestHeaders, name)
+    }
+
+    fn set_request_header(&mut self, name: &str, value: &[u8]) {
+        let _ = hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, name, Some(value));
+    }
+
+    fn remove_request_header(&mut self, name: &str) {
+        if self.kind.strips_request_headers_by_overwrite() {
+            if self.request_header(name).is_some() {
+                let _ =
+                    hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, name, Some(b""));
+            }
+        } else {
+            let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name);
+        }
+    }
+
+    fn response_headers(&self) -> Headers {
+        Self::get_headers(MapType::HttpResponseHeaders)
+    }
+
+    fn response_header(&self, name: &str) -> Option<Vec<u8>> {
+        Self::get_header(MapType::HttpResponseHeaders, name)
+    }
+
+    fn set_response_header(&mut self, name: &str, value: &[u8]) {
+        let _ = hostcalls::set_map_value_bytes(MapType::HttpResponseHeaders, name, Some(value));
+    }
+
+    fn add_response_header(&mut self, name: &str, value: &[u8]) {
+        let _ = hostcalls::add_map_value_bytes(MapType::HttpResponseHeaders, name, value);
+    }
+
+    fn remove_response_header(&mut self, name: &str) {
+        let _ = hostcalls::remove_map_value(MapType::HttpResponseHeaders, name);
+    }
+
+    fn response_body(&self, start: usize, len: usize) -> Option<Vec<u8>> {
+        hostcalls::get_buffer(BufferType::HttpResponseBody, start, len)
+            .ok()
+            .flatten()
+    }
+
+    fn set_response_body(&mut self, start: usize, len: usize, data: &[u8]) {
+        let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, start, len, data);
+    }
+
+    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+        hostcalls::get_property(path.to_vec()).ok().flatten()
+    }
+
+    fn send_response(&mut self, status: u16, headers: &[(&str, &str)], body: &[u8]) {
+        let _ = hostcalls::send_http_response(u32::from(status), headers.to_vec(), Some(body));
+    }
+
+    fn log(&self, level: Level, message: &str) {
+        let level = match level {
+            Level::Debug => LogLevel::Debug,
+            Level::Info => LogLevel::Info,
+            Level::Warn => LogLevel::Warn,
+            Level::Error => LogLevel::Error,
+        };
+        let _ = hostcalls::log(level, message);
+    }
+
+    fn define_counter(&mut self, name: &str) -> Option<u32> {
+        hostcalls::define_metric(MetricType::Counter, name).ok()
+    }
+
+    fn increment_counter(&mut self, id: u32, by: i64) {
+        let _ = hostcalls::increment_metric(id, by);
+    }
+}
+
+/// Registers `P` as the module's root context. Called from [`crate::export_plugin!`].
+pub fn start<P: Plugin>() {
+    proxy_wasm::set_log_level(LogLevel::Info);
+    proxy_wasm::set_root_context(|_| {
+        Box::new(PluginRoot::<P> {
+            plugin: None,
+            host: None,
+        })
+    });
+}
+
+/// Per-VM state: the validated config, shared by every request.
+pub struct PluginRoot<P: Plugin> {
+    plugin: Option<Rc<P>>,
+    host: Option<ProxyWasmHost>,
+}
+
+impl<P: Plugin> Context for PluginRoot<P> {}
+
+impl<P: Plugin> RootContext for PluginRoot<P> {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let mut host = ProxyWasmHost::detect();
+        let config = hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        match P::configure(&config, &mut host) {
+            Ok(plugin) => {
+                host.log(
+                    Level::Info,
+                    &format!("palisade.{}: configured on {}", P::NAME, host.kind().name()),
+                );
+                self.plugin = Some(Rc::new(plugin));
+                self.host = Some(host);
+                true
+            }
+            Err(e) => {
+                host.log(
+                    Level::Error,
+                    &format!("palisade.{}: invalid configuration: {e}", P::NAME),
+                );
+                false
+            }
+        }
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        let host = self.host.unwrap_or_else(ProxyWasmHost::detect);
+        Some(match &self.plugin {
+            Some(plugin) => Box::new(PluginHttp {
+                filter: P::new_filter(plugin),
+                host,
+            }),
+            None => Box::new(PluginHttp {
+                filter: Unconfigured::<P>(PhantomData),
+                host,
+            }),
+        })
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+/// Fails closed if a host ever creates streams for a filter whose config was refused.
+struct Unconfigured<P>(PhantomData<P>);
+
+impl<P: Plugin> HttpFilter for Unconfigured<P> {
+    fn on_request_headers(&mut self, host: &mut dyn Host, _eos: bool) -> Flow {
+        let ctx = crate::RequestContext::new(P::NAME, host);
+        let problem = Problem::new(503).request_id(ctx.request_id.as_deref());
+        let headers = problem.headers();
+        let refs: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        host.send_response(503, &refs, &problem.to_json());
+        Flow::Pause
+    }
+}
+
+/// One stream: forwards each callback to the filter.
+struct PluginHttp<F: HttpFilter> {
+    filter: F,
+    host: ProxyWasmHost,
+}
+
+fn action(flow: Flow) -> Action {
+    match flow {
+        Flow::Continue => Action::Continue,
+        Flow::Pause => Action::Pause,
+    }
+}
+
+impl<F: HttpFilter> Context for PluginHttp<F> {}
+
+impl<F: HttpFilter> HttpContext for PluginHttp<F> {
+    fn on_http_request_headers(&mut self, _n: usize, end_of_stream: bool) -> Action {
+        action(
+            self.filter
+                .on_request_headers(&mut self.host, end_of_stream),
+        )
+    }
+
+    fn on_http_request_body(&mut self, size: usize, end_of_stream: bool) -> Action {
+        action(
+            self.filter
+                .on_request_body(&mut self.host, size, end_of_stream),
+        )
+    }
+
+    fn on_http_response_headers(&mut self, _n: usize, end_of_stream: bool) -> Action {
+        action(
+            self.filter
+                .on_response_headers(&mut self.host, end_of_stream),
+        )
+    }
+
+    fn on_http_response_body(&mut self, size: usize, end_of_stream: bool) -> Action {
+        action(
+            self.filter
+                .on_response_body(&mut self.host, size, end_of_stream),
+        )
+    }
+}
