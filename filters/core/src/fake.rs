@@ -31,6 +31,7 @@ pub struct FakeHost {
     pub kind: HostKind,
     pub request_headers: Headers,
     pub response_headers: Headers,
+    pub response_trailers: Headers,
     /// The current response body buffer.
     pub response_body: Vec<u8>,
     pub properties: BTreeMap<String, Vec<u8>>,
@@ -165,6 +166,14 @@ impl Host for FakeHost {
     fn remove_response_header(&mut self, name: &str) {
         self.response_headers
             .retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+    }
+
+    fn response_trailer(&self, name: &str) -> Option<Vec<u8>> {
+        find(&self.response_trailers, name)
+    }
+
+    fn set_response_trailer(&mut self, name: &str, value: &[u8]) {
+        set(&mut self.response_trailers, name, value);
     }
 
     fn response_body(&self, start: usize, len: usize) -> Option<Vec<u8>> {

@@ -89,6 +89,14 @@ impl Host for ProxyWasmHost {
         let _ = hostcalls::remove_map_value(MapType::HttpResponseHeaders, name);
     }
 
+    fn response_trailer(&self, name: &str) -> Option<Vec<u8>> {
+        Self::get_header(MapType::HttpResponseTrailers, name)
+    }
+
+    fn set_response_trailer(&mut self, name: &str, value: &[u8]) {
+        let _ = hostcalls::set_map_value_bytes(MapType::HttpResponseTrailers, name, Some(value));
+    }
+
     fn response_body(&self, start: usize, len: usize) -> Option<Vec<u8>> {
         hostcalls::get_buffer(BufferType::HttpResponseBody, start, len)
             .ok()

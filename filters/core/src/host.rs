@@ -123,6 +123,10 @@ pub trait Host {
     fn add_response_header(&mut self, name: &str, value: &[u8]);
     fn remove_response_header(&mut self, name: &str);
 
+    /// Response trailers (gRPC status lives there). Kong has none.
+    fn response_trailer(&self, name: &str) -> Option<Vec<u8>>;
+    fn set_response_trailer(&mut self, name: &str, value: &[u8]);
+
     /// Bytes of the current response body buffer.
     fn response_body(&self, start: usize, len: usize) -> Option<Vec<u8>>;
     /// Replaces `len` bytes at `start` of the current response body buffer.
