@@ -1,0 +1,659 @@
+//! `EnvoyConfig`: a builder for the small bootstrap every test needs.
+//!
+//! One HTTP listener on 127.0.0.1, one HTTP connection manager (HCM) with a chain of
+//! HTTP filters followed by the router, a list of routes, and STATIC clusters on
+//! loopback. Anything unusual goes through the `*_extra` JSON merges or raw YAML
+//! filters rather than more builder methods.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{json, Map, Value};
+
+use crate::upstream::Upstream;
+use crate::yaml;
+
+/// Name of the cluster that points at the echo upstream.
+pub const ECHO_CLUSTER: &str = "echo";
+/// Name of the cluster that points at a port nobody listens on.
+pub const CLOSED_CLUSTER: &str = "closed";
+/// Name of the cluster that points at a listener that never answers.
+pub const BLACK_HOLE_CLUSTER: &str = "black_hole";
+
+/// What a wasm filter does when its VM has failed (`PluginConfig.failure_policy`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FailurePolicy {
+    /// 503 for every request through a dead VM (Envoy's default).
+    #[default]
+    FailClosed,
+    /// Requests pass as if the filter were absent.
+    FailOpen,
+    /// The VM is reloaded after a failure.
+    FailReload,
+}
+
+impl FailurePolicy {
+    fn as_proto(self) -> &'static str {
+        match self {
+            FailurePolicy::FailClosed => "FAIL_CLOSED",
+            FailurePolicy::FailOpen => "FAIL_OPEN",
+            FailurePolicy::FailReload => "FAIL_RELOAD",
+        }
+    }
+}
+
+/// One `envoy.filters.http.wasm` filter: a module, its JSON configuration string and the
+/// plugin knobs the tests need.
+#[derive(Clone, Debug)]
+pub struct WasmFilter {
+    /// Filter name in the HCM chain, also `PluginConfig.name` (the `plugin_name`
+    /// property) and the key for `Route::disable_filter`.
+    pub name: String,
+    /// The `.wasm` file.
+    pub wasm: PathBuf,
+    /// The plugin configuration, delivered to `on_configure` as-is.
+    pub config: String,
+    /// `PluginConfig.root_id`; defaults to `name`.
+    pub root_id: Option<String>,
+    /// `VmConfig.vm_id` (the shared-data namespace); defaults to `name`.
+    pub vm_id: Option<String>,
+    /// `PluginConfig.failure_policy`.
+    pub failure_policy: FailurePolicy,
+    /// `PluginConfig.allow_on_headers_stop_iteration` (Envoy 1.35+); unset when `None`.
+    pub allow_on_headers_stop_iteration: Option<bool>,
+}
+
+impl WasmFilter {
+    /// A filter running `wasm` with an empty configuration.
+    pub fn new(name: impl Into<String>, wasm: impl AsRef<Path>) -> WasmFilter {
+        WasmFilter {
+            name: name.into(),
+            wasm: wasm.as_ref().to_path_buf(),
+            config: String::new(),
+            root_id: None,
+            vm_id: None,
+            failure_policy: FailurePolicy::default(),
+            allow_on_headers_stop_iteration: None,
+        }
+    }
+
+    /// Sets the configuration string (usually JSON).
+    pub fn config(mut self, config: impl Into<String>) -> WasmFilter {
+        self.config = config.into();
+        self
+    }
+
+    /// Sets the configuration from a JSON value.
+    pub fn config_json(self, config: &Value) -> WasmFilter {
+        self.config(config.to_string())
+    }
+
+    /// Sets `root_id`.
+    pub fn root_id(mut self, root_id: impl Into<String>) -> WasmFilter {
+        self.root_id = Some(root_id.into());
+        self
+    }
+
+    /// Sets `vm_id`; filters sharing one see each other's shared data.
+    pub fn vm_id(mut self, vm_id: impl Into<String>) -> WasmFilter {
+        self.vm_id = Some(vm_id.into());
+        self
+    }
+
+    /// Sets the failure policy.
+    pub fn failure_policy(mut self, policy: FailurePolicy) -> WasmFilter {
+        self.failure_policy = policy;
+        self
+    }
+
+    /// Sets `allow_on_headers_stop_iteration`, which keeps body callbacks coming after a
+    /// headers callback paused.
+    pub fn allow_on_headers_stop_iteration(mut self, allow: bool) -> WasmFilter {
+        self.allow_on_headers_stop_iteration = Some(allow);
+        self
+    }
+
+    /// The HCM `http_filters` entry.
+    pub fn to_json(&self) -> Value {
+        let mut plugin = json!({
+            "name": self.name,
+            "root_id": self.root_id.as_deref().unwrap_or(&self.name),
+            "vm_config": {
+                "vm_id": self.vm_id.as_deref().unwrap_or(&self.name),
+                "runtime": "envoy.wasm.runtime.v8",
+                "code": {"local": {"filename": self.wasm.to_string_lossy()}},
+            },
+            "configuration": {
+                "@type": "type.googleapis.com/google.protobuf.StringValue",
+                "value": self.config,
+            },
+            "failure_policy": self.failure_policy.as_proto(),
+        });
+        if let Some(allow) = self.allow_on_headers_stop_iteration {
+            plugin["allow_on_headers_stop_iteration"] = Value::Bool(allow);
+        }
+        json!({
+            "name": self.name,
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+                "config": plugin,
+            },
+        })
+    }
+}
+
+/// One entry of the HCM filter chain (the router is always appended last).
+#[derive(Clone, Debug)]
+pub enum HttpFilter {
+    /// A Palisade (or fixture) wasm filter.
+    Wasm(WasmFilter),
+    /// Any filter given as its `http_filters` entry in JSON (`{"name", "typed_config"}`).
+    Json(Value),
+    /// Any filter given as its `http_filters` entry in YAML, e.g. copied from Envoy's
+    /// docs: a single mapping with `name:` and `typed_config:` (no leading `- `).
+    Yaml(String),
+}
+
+impl HttpFilter {
+    /// A wasm filter.
+    pub fn wasm(filter: WasmFilter) -> HttpFilter {
+        HttpFilter::Wasm(filter)
+    }
+
+    /// A native filter from JSON (`{"name": ..., "typed_config": {...}}`).
+    pub fn native_json(entry: Value) -> HttpFilter {
+        HttpFilter::Json(entry)
+    }
+
+    /// A native filter from raw YAML (`name: ...\ntyped_config: ...`).
+    pub fn native_yaml(entry: impl Into<String>) -> HttpFilter {
+        HttpFilter::Yaml(entry.into())
+    }
+}
+
+impl From<WasmFilter> for HttpFilter {
+    fn from(filter: WasmFilter) -> HttpFilter {
+        HttpFilter::Wasm(filter)
+    }
+}
+
+/// Where a route sends its requests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// The echo upstream (cluster `echo`).
+    Echo,
+    /// Envoy answers itself (`direct_response`), no upstream involved.
+    Direct {
+        /// Response status.
+        status: u16,
+        /// Response body (`inline_string`).
+        body: String,
+    },
+    /// A port nobody listens on: Envoy's own 503 ("upstream connect error").
+    ClosedPort,
+    /// A listener that never answers: Envoy's own 504 once the route timeout (1 s unless
+    /// set) expires.
+    BlackHole,
+    /// A cluster added with `EnvoyConfig::cluster`.
+    Cluster(String),
+}
+
+/// One route of the single virtual host (domains `*`); routes match in order.
+#[derive(Clone, Debug)]
+pub struct Route {
+    /// Route name (`xds.route_name` in filters).
+    pub name: String,
+    /// `match`: prefix when true, exact path when false.
+    pub is_prefix: bool,
+    /// The prefix or path.
+    pub pattern: String,
+    /// Destination.
+    pub target: Target,
+    /// `route.timeout`; Envoy's default is 15 s.
+    pub timeout: Option<Duration>,
+    /// Filters disabled on this route (`typed_per_filter_config` `FilterConfig.disabled`).
+    pub disabled_filters: Vec<String>,
+    /// `metadata.filter_metadata` (read by filters through `xds.route_metadata`).
+    pub metadata: Map<String, Value>,
+    /// Merged into the route's JSON last, for anything else.
+    pub extra: Option<Value>,
+}
+
+impl Route {
+    /// A route for every path starting with `prefix`, to the echo upstream.
+    pub fn prefix(name: impl Into<String>, prefix: impl Into<String>) -> Route {
+        Route::new(name.into(), true, prefix.into())
+    }
+
+    /// A route for exactly `path`, to the echo upstream.
+    pub fn path(name: impl Into<String>, path: impl Into<String>) -> Route {
+        Route::new(name.into(), false, path.into())
+    }
+
+    fn new(name: String, is_prefix: bool, pattern: String) -> Route {
+        Route {
+            name,
+            is_prefix,
+            pattern,
+            target: Target::Echo,
+            timeout: None,
+            disabled_filters: Vec::new(),
+            metadata: Map::new(),
+            extra: None,
+        }
+    }
+
+    /// Sends to the echo upstream (the default).
+    pub fn echo(mut self) -> Route {
+        self.target = Target::Echo;
+        self
+    }
+
+    /// Envoy answers `status` with `body` itself.
+    pub fn direct(mut self, status: u16, body: impl Into<String>) -> Route {
+        self.target = Target::Direct {
+            status,
+            body: body.into(),
+        };
+        self
+    }
+
+    /// Sends to a closed port (Envoy's own 503).
+    pub fn closed_port(mut self) -> Route {
+        self.target = Target::ClosedPort;
+        self
+    }
+
+    /// Sends to an upstream that never answers (Envoy's own 504 after the timeout).
+    pub fn black_hole(mut self) -> Route {
+        self.target = Target::BlackHole;
+        self
+    }
+
+    /// Sends to a cluster added with `EnvoyConfig::cluster`.
+    pub fn cluster(mut self, cluster: impl Into<String>) -> Route {
+        self.target = Target::Cluster(cluster.into());
+        self
+    }
+
+    /// Sets the route timeout.
+    pub fn timeout(mut self, timeout: Duration) -> Route {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Disables the HTTP filter named `filter` on this route.
+    pub fn disable_filter(mut self, filter: impl Into<String>) -> Route {
+        self.disabled_filters.push(filter.into());
+        self
+    }
+
+    /// Adds `filter_metadata[namespace] = value`.
+    pub fn metadata(mut self, namespace: impl Into<String>, value: Value) -> Route {
+        self.metadata.insert(namespace.into(), value);
+        self
+    }
+
+    /// Merges `extra` into the route's JSON (objects merge, other values replace).
+    pub fn extra(mut self, extra: Value) -> Route {
+        self.extra = Some(extra);
+        self
+    }
+
+    fn to_json(&self, timeout_default: Option<Duration>) -> Value {
+        let key = if self.is_prefix { "prefix" } else { "path" };
+        let mut route = json!({"name": self.name, "match": {key: self.pattern}});
+        let cluster = match &self.target {
+            Target::Direct { status, body } => {
+                route["direct_response"] =
+                    json!({"status": status, "body": {"inline_string": body}});
+                None
+            }
+            Target::Echo => Some(ECHO_CLUSTER.to_string()),
+            Target::ClosedPort => Some(CLOSED_CLUSTER.to_string()),
+            Target::BlackHole => Some(BLACK_HOLE_CLUSTER.to_string()),
+            Target::Cluster(name) => Some(name.clone()),
+        };
+        if let Some(cluster) = cluster {
+            let mut action = json!({"cluster": cluster});
+            if let Some(timeout) = self.timeout.or(timeout_default) {
+                action["timeout"] = Value::String(duration(timeout));
+            }
+            route["route"] = action;
+        }
+        if !self.disabled_filters.is_empty() {
+            let per_filter: Map<String, Value> = self
+                .disabled_filters
+                .iter()
+                .map(|f| {
+                    let cfg = json!({
+                        "@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig",
+                        "disabled": true,
+                    });
+                    (f.clone(), cfg)
+                })
+                .collect();
+            route["typed_per_filter_config"] = Value::Object(per_filter);
+        }
+        if !self.metadata.is_empty() {
+            route["metadata"] = json!({"filter_metadata": self.metadata});
+        }
+        if let Some(extra) = &self.extra {
+            merge(&mut route, extra);
+        }
+        route
+    }
+}
+
+/// Ports the bootstrap needs that only exist once Envoy is being started.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct RuntimePorts {
+    pub closed: Option<u16>,
+    pub black_hole: Option<u16>,
+}
+
+/// Builder for a test Envoy's bootstrap. See the module docs for the shape.
+#[derive(Clone, Debug)]
+pub struct EnvoyConfig {
+    /// Port of the echo upstream (cluster `echo`).
+    pub upstream_port: Option<u16>,
+    /// HTTP filters, in order, before the router.
+    pub filters: Vec<HttpFilter>,
+    /// Routes; when empty, one route `default` for `/` to the echo upstream.
+    pub routes: Vec<Route>,
+    /// Extra STATIC loopback clusters `(name, port)` (e.g. for `dispatch_http_call`).
+    pub clusters: Vec<(String, u16)>,
+    /// HCM `normalize_path` and `merge_slashes` (both on by default).
+    pub normalize_path: bool,
+    /// `--concurrency` (worker threads; 1 by default).
+    pub concurrency: u32,
+    /// `--log-level` (`info` by default).
+    pub log_level: String,
+    /// `--component-log-level`, e.g. `wasm:debug`.
+    pub component_log_level: Option<String>,
+    /// Time allowed for Envoy to become ready (30 s, 120 s with Docker).
+    pub startup_timeout: Option<Duration>,
+    /// Merged into the HCM's `typed_config`.
+    pub hcm_extra: Option<Value>,
+    /// Merged into the listener.
+    pub listener_extra: Option<Value>,
+    /// Merged into the bootstrap's root.
+    pub bootstrap_extra: Option<Value>,
+}
+
+impl Default for EnvoyConfig {
+    fn default() -> EnvoyConfig {
+        EnvoyConfig {
+            upstream_port: None,
+            filters: Vec::new(),
+            routes: Vec::new(),
+            clusters: Vec::new(),
+            normalize_path: true,
+            concurrency: 1,
+            log_level: "info".to_string(),
+            component_log_level: None,
+            startup_timeout: None,
+            hcm_extra: None,
+            listener_extra: None,
+            bootstrap_extra: None,
+        }
+    }
+}
+
+impl EnvoyConfig {
+    /// A router-only config (add an upstream, filters and routes).
+    pub fn new() -> EnvoyConfig {
+        EnvoyConfig::default()
+    }
+
+    /// Points cluster `echo` at `upstream`.
+    pub fn upstream(mut self, upstream: &Upstream) -> EnvoyConfig {
+        self.upstream_port = Some(upstream.port());
+        self
+    }
+
+    /// Appends a filter (before the router).
+    pub fn filter(mut self, filter: impl Into<HttpFilter>) -> EnvoyConfig {
+        self.filters.push(filter.into());
+        self
+    }
+
+    /// Appends a wasm filter (shorthand for `filter(HttpFilter::Wasm(..))`).
+    pub fn wasm(self, filter: WasmFilter) -> EnvoyConfig {
+        self.filter(filter)
+    }
+
+    /// Appends a route.
+    pub fn route(mut self, route: Route) -> EnvoyConfig {
+        self.routes.push(route);
+        self
+    }
+
+    /// Adds a STATIC cluster `name` for `127.0.0.1:port`.
+    pub fn cluster(mut self, name: impl Into<String>, port: u16) -> EnvoyConfig {
+        self.clusters.push((name.into(), port));
+        self
+    }
+
+    /// Turns HCM path normalisation (`normalize_path`, `merge_slashes`) on or off.
+    pub fn normalize_path(mut self, on: bool) -> EnvoyConfig {
+        self.normalize_path = on;
+        self
+    }
+
+    /// Sets the number of worker threads.
+    pub fn concurrency(mut self, workers: u32) -> EnvoyConfig {
+        self.concurrency = workers;
+        self
+    }
+
+    /// Sets `--log-level`.
+    pub fn log_level(mut self, level: impl Into<String>) -> EnvoyConfig {
+        self.log_level = level.into();
+        self
+    }
+
+    /// Sets `--component-log-level` (e.g. `wasm:debug` to see filters' debug logs).
+    pub fn component_log_level(mut self, levels: impl Into<String>) -> EnvoyConfig {
+        self.component_log_level = Some(levels.into());
+        self
+    }
+
+    /// Sets how long to wait for Envoy to become ready.
+    pub fn startup_timeout(mut self, timeout: Duration) -> EnvoyConfig {
+        self.startup_timeout = Some(timeout);
+        self
+    }
+
+    /// Merges `extra` into the HCM config (e.g. `{"max_request_headers_kb": 96}`).
+    pub fn hcm_extra(mut self, extra: Value) -> EnvoyConfig {
+        self.hcm_extra = Some(extra);
+        self
+    }
+
+    /// Merges `extra` into the listener (e.g. `{"per_connection_buffer_limit_bytes": 4096}`).
+    pub fn listener_extra(mut self, extra: Value) -> EnvoyConfig {
+        self.listener_extra = Some(extra);
+        self
+    }
+
+    /// Merges `extra` into the bootstrap root (e.g. `stats_config`).
+    pub fn bootstrap_extra(mut self, extra: Value) -> EnvoyConfig {
+        self.bootstrap_extra = Some(extra);
+        self
+    }
+
+    /// The routes Envoy will get (the default route when none were added).
+    pub fn effective_routes(&self) -> Vec<Route> {
+        if self.routes.is_empty() {
+            vec![Route::prefix("default", "/")]
+        } else {
+            self.routes.clone()
+        }
+    }
+
+    /// Whether some route sends to `target`.
+    pub(crate) fn uses(&self, target: &Target) -> bool {
+        self.effective_routes().iter().any(|r| &r.target == target)
+    }
+
+    /// Wasm files the config references (Docker mounts their directories).
+    pub fn wasm_files(&self) -> Vec<PathBuf> {
+        self.filters
+            .iter()
+            .filter_map(|f| match f {
+                HttpFilter::Wasm(w) => Some(w.wasm.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The bootstrap as YAML. `ports` fills in the closed-port / black-hole clusters.
+    pub(crate) fn render(&self, ports: RuntimePorts) -> String {
+        let mut raws = Vec::new();
+        let mut filters: Vec<Value> = self
+            .filters
+            .iter()
+            .map(|f| match f {
+                HttpFilter::Wasm(w) => w.to_json(),
+                HttpFilter::Json(v) => v.clone(),
+                HttpFilter::Yaml(y) => {
+                    raws.push(y.clone());
+                    Value::String(format!("{}{}", yaml::RAW_MARKER, raws.len() - 1))
+                }
+            })
+            .collect();
+        filters.push(json!({
+            "name": "envoy.filters.http.router",
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+        }));
+
+        let routes: Vec<Value> = self
+            .effective_routes()
+            .iter()
+            .map(|r| {
+                let default_timeout =
+                    (r.target == Target::BlackHole).then_some(Duration::from_secs(1));
+                r.to_json(default_timeout)
+            })
+            .collect();
+
+        let mut hcm = json!({
+            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+            "stat_prefix": "ingress",
+            "codec_type": "AUTO",
+            "server_header_transformation": "PASS_THROUGH",
+            "normalize_path": self.normalize_path,
+            "merge_slashes": self.normalize_path,
+            "route_config": {
+                "name": "local_route",
+                "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": routes}],
+            },
+            "http_filters": filters,
+        });
+        if let Some(extra) = &self.hcm_extra {
+            merge(&mut hcm, extra);
+        }
+
+        let mut listener = json!({
+            "name": "main",
+            "address": loopback(0),
+            "filter_chains": [{"filters": [{
+                "name": "envoy.filters.network.http_connection_manager",
+                "typed_config": hcm,
+            }]}],
+        });
+        if let Some(extra) = &self.listener_extra {
+            merge(&mut listener, extra);
+        }
+
+        let mut clusters = Vec::new();
+        if self.uses(&Target::Echo) {
+            let port = self
+                .upstream_port
+                .expect("a route goes to the echo upstream: call EnvoyConfig::upstream(&upstream)");
+            clusters.push(cluster(ECHO_CLUSTER, port));
+        }
+        if let Some(port) = ports.closed {
+            clusters.push(cluster(CLOSED_CLUSTER, port));
+        }
+        if let Some(port) = ports.black_hole {
+            clusters.push(cluster(BLACK_HOLE_CLUSTER, port));
+        }
+        for (name, port) in &self.clusters {
+            clusters.push(cluster(name, *port));
+        }
+
+        let mut bootstrap = json!({
+            "admin": {"address": loopback(0)},
+            "static_resources": {"listeners": [listener], "clusters": clusters},
+        });
+        if let Some(extra) = &self.bootstrap_extra {
+            merge(&mut bootstrap, extra);
+        }
+        yaml::to_yaml(&bootstrap, &raws)
+    }
+}
+
+fn loopback(port: u16) -> Value {
+    json!({"socket_address": {"address": "127.0.0.1", "port_value": port}})
+}
+
+fn cluster(name: &str, port: u16) -> Value {
+    json!({
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": loopback(port)}}]}],
+        },
+    })
+}
+
+/// A protobuf JSON duration ("1.5s").
+fn duration(d: Duration) -> String {
+    format!("{}.{:09}s", d.as_secs(), d.subsec_nanos())
+}
+
+/// Deep merge: objects merge key by key, anything else replaces.
+pub(crate) fn merge(base: &mut Value, extra: &Value) {
+    match (base, extra) {
+        (Value::Object(b), Value::Object(e)) => {
+            for (k, v) in e {
+                merge(b.entry(k.clone()).or_insert(Value::Null), v);
+            }
+        }
+        (b, e) => *b = e.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wasm_filter_json_has_plugin_fields_in_plugin_config() {
+        let v = WasmFilter::new("f", "/x.wasm")
+            .config("{}")
+            .allow_on_headers_stop_iteration(true)
+            .to_json();
+        let plugin = &v["typed_config"]["config"];
+        assert_eq!(plugin["allow_on_headers_stop_iteration"], true);
+        assert_eq!(plugin["failure_policy"], "FAIL_CLOSED");
+        assert_eq!(plugin["vm_config"]["code"]["local"]["filename"], "/x.wasm");
+        assert_eq!(plugin["configuration"]["value"], "{}");
+    }
+
+    #[test]
+    fn merge_is_deep() {
+        let mut a = json!({"a": {"b": 1, "c": 2}});
+        merge(&mut a, &json!({"a": {"c": 3, "d": [1]}}));
+        assert_eq!(a, json!({"a": {"b": 1, "c": 3, "d": [1]}}));
+    }
+
+    #[test]
+    fn durations_are_protobuf_json() {
+        assert_eq!(duration(Duration::from_millis(1500)), "1.500000000s");
+    }
+}
