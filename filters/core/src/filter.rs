@@ -55,11 +55,11 @@ pub trait Plugin: Sized + 'static {
     fn new_filter(plugin: &Rc<Self>) -> Self::Filter;
 }
 
-/// Exports a [`Plugin`] as the module's proxy-wasm entry point (wasm only).
+/// Exports a [`Plugin`] as the module's proxy-wasm entry point (wasm32-wasip1 only).
 #[macro_export]
 macro_rules! export_plugin {
     ($plugin:ty) => {
-        #[cfg(target_arch = "wasm32")]
+        #[cfg(target_os = "wasi")]
         $crate::proxy_wasm::main! {{
             $crate::glue::start::<$plugin>();
         }}

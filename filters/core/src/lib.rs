@@ -5,7 +5,7 @@
 //! rules ([`route`]), RFC 9457 problem responses ([`problem`]), config loading
 //! with field paths ([`config`]), metric naming ([`metrics`]), the correlation id
 //! ([`request_id`]) and the per-request plumbing every filter shares
-//! ([`context`]). The proxy-wasm glue ([`glue`]) is compiled only for wasm so
+//! ([`context`]). The proxy-wasm glue ([`glue`]) is compiled only for the proxy target (wasm32-wasip1) so
 //! that all decisions stay testable natively against [`fake::FakeHost`].
 
 pub mod config;
@@ -20,10 +20,11 @@ pub mod problem;
 pub mod request_id;
 pub mod route;
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(target_os = "wasi")]
 pub mod glue;
 
 /// Re-exported so filter crates need no direct dependency to export themselves.
+#[cfg(target_os = "wasi")]
 pub use proxy_wasm;
 
 pub use config::ConfigError;
