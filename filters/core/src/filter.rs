@@ -40,6 +40,11 @@ pub trait HttpFilter {
     ) -> Flow {
         Flow::Continue
     }
+
+    /// Response trailers (gRPC status lives there). Never called on Kong.
+    fn on_response_trailers(&mut self, _host: &mut dyn Host) -> Flow {
+        Flow::Continue
+    }
 }
 
 /// A configured filter, shared by all requests of one VM.

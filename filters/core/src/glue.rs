@@ -256,4 +256,8 @@ impl<F: HttpFilter> HttpContext for PluginHttp<F> {
                 .on_response_body(&mut self.host, size, end_of_stream),
         )
     }
+
+    fn on_http_response_trailers(&mut self, _n: usize) -> Action {
+        action(self.filter.on_response_trailers(&mut self.host))
+    }
 }
