@@ -7,6 +7,10 @@
 //! client sent, so later filters and the upstream can read it. A filter that
 //! answers a request itself also sets `x-palisade-denied-by: <filter>`, which
 //! the errors filter uses to leave Palisade's own problem responses alone.
+//! The local reply carries the same `x-palisade-denied-by` as a *response*
+//! header: Envoy does not let a filter read request headers from its response
+//! callbacks (they read as absent, and the SDK's header call traps), so the
+//! errors filter, which sees the reply on its way out, can only check there.
 //! Filters may publish more under `x-palisade-<filter>-<key>`. The headers
 //! filter strips every client-sent `x-palisade-*` header by default.
 
@@ -147,6 +151,7 @@ impl RequestContext {
         let body = problem.to_json();
         let mut headers: Vec<(&str, String)> = problem.headers();
         headers.extend(denial.headers.iter().map(|(n, v)| (*n, v.clone())));
+        headers.push((DENIED_BY_HEADER, self.filter.to_string()));
         let refs: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
         host.send_response(status, &refs, &body);
         Flow::Pause

@@ -3,7 +3,7 @@
 //! here (the SDK's convenience wrappers panic on unexpected statuses).
 
 use crate::filter::{Flow, HttpFilter, Plugin};
-use crate::host::{Headers, Host, HostKind, Level};
+use crate::host::{Headers, Host, HostKind, Level, Phase, Resource};
 use crate::problem::Problem;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -15,6 +15,7 @@ use std::rc::Rc;
 #[derive(Debug, Clone, Copy)]
 pub struct ProxyWasmHost {
     kind: HostKind,
+    phase: Phase,
 }
 
 impl ProxyWasmHost {
@@ -25,19 +26,49 @@ impl ProxyWasmHost {
             .flatten();
         ProxyWasmHost {
             kind: HostKind::detect(ngx.as_deref()),
+            phase: Phase::Root,
         }
     }
 
-    fn get_headers(map: MapType) -> Headers {
-        hostcalls::get_map_bytes(map)
+    fn in_phase(self, phase: Phase) -> Self {
+        ProxyWasmHost { phase, ..self }
+    }
+
+    fn map(&self, map: MapType) -> Option<MapType> {
+        let resource = match map {
+            MapType::HttpRequestHeaders => Resource::RequestHeaders,
+            MapType::HttpResponseHeaders => Resource::ResponseHeaders,
+            MapType::HttpResponseTrailers => Resource::ResponseTrailers,
+            _ => return None,
+        };
+        self.phase.allows(resource).then_some(map)
+    }
+
+    fn get_headers(&self, map: MapType) -> Headers {
+        self.map(map)
+            .and_then(|m| hostcalls::get_map_bytes(m).ok())
             .unwrap_or_default()
             .into_iter()
             .map(|(n, v)| (n.to_ascii_lowercase(), v))
             .collect()
     }
 
-    fn get_header(map: MapType, name: &str) -> Option<Vec<u8>> {
-        hostcalls::get_map_value_bytes(map, name).ok().flatten()
+    fn get_header(&self, map: MapType, name: &str) -> Option<Vec<u8>> {
+        hostcalls::get_map_value_bytes(self.map(map)?, name)
+            .ok()
+            .flatten()
+    }
+
+    fn set_header(&self, map: MapType, name: &str, value: &[u8]) {
+        if let Some(m) = self.map(map) {
+            let _ = hostcalls::set_map_value_bytes(m, name, Some(value));
+        }
+    }
+
+    fn remove_header(&self, map: MapType, name: &str) {
+        if let Some(m) = self.map(map) {
+            let _ = hostcalls::remove_map_value(m, name);
+        }
     }
 }
 
@@ -47,64 +78,70 @@ impl Host for ProxyWasmHost {
     }
 
     fn request_headers(&self) -> Headers {
-        Self::get_headers(MapType::HttpRequestHeaders)
+        self.get_headers(MapType::HttpRequestHeaders)
     }
 
     fn request_header(&self, name: &str) -> Option<Vec<u8>> {
-        Self::get_header(MapType::HttpRequestHeaders, name)
+        self.get_header(MapType::HttpRequestHeaders, name)
     }
 
     fn set_request_header(&mut self, name: &str, value: &[u8]) {
-        let _ = hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, name, Some(value));
+        self.set_header(MapType::HttpRequestHeaders, name, value);
     }
 
     fn remove_request_header(&mut self, name: &str) {
         if self.kind.strips_request_headers_by_overwrite() {
             if self.request_header(name).is_some() {
-                let _ =
-                    hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, name, Some(b""));
+                self.set_header(MapType::HttpRequestHeaders, name, b"");
             }
         } else {
-            let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name);
+            self.remove_header(MapType::HttpRequestHeaders, name);
         }
     }
 
     fn response_headers(&self) -> Headers {
-        Self::get_headers(MapType::HttpResponseHeaders)
+        self.get_headers(MapType::HttpResponseHeaders)
     }
 
     fn response_header(&self, name: &str) -> Option<Vec<u8>> {
-        Self::get_header(MapType::HttpResponseHeaders, name)
+        self.get_header(MapType::HttpResponseHeaders, name)
     }
 
     fn set_response_header(&mut self, name: &str, value: &[u8]) {
-        let _ = hostcalls::set_map_value_bytes(MapType::HttpResponseHeaders, name, Some(value));
+        self.set_header(MapType::HttpResponseHeaders, name, value);
     }
 
     fn add_response_header(&mut self, name: &str, value: &[u8]) {
-        let _ = hostcalls::add_map_value_bytes(MapType::HttpResponseHeaders, name, value);
+        if let Some(m) = self.map(MapType::HttpResponseHeaders) {
+            let _ = hostcalls::add_map_value_bytes(m, name, value);
+        }
     }
 
     fn remove_response_header(&mut self, name: &str) {
-        let _ = hostcalls::remove_map_value(MapType::HttpResponseHeaders, name);
+        self.remove_header(MapType::HttpResponseHeaders, name);
     }
 
     fn response_trailer(&self, name: &str) -> Option<Vec<u8>> {
-        Self::get_header(MapType::HttpResponseTrailers, name)
+        self.get_header(MapType::HttpResponseTrailers, name)
     }
 
     fn set_response_trailer(&mut self, name: &str, value: &[u8]) {
-        let _ = hostcalls::set_map_value_bytes(MapType::HttpResponseTrailers, name, Some(value));
+        self.set_header(MapType::HttpResponseTrailers, name, value);
     }
 
     fn response_body(&self, start: usize, len: usize) -> Option<Vec<u8>> {
+        if !self.phase.allows(Resource::ResponseBody) {
+            return None;
+        }
         hostcalls::get_buffer(BufferType::HttpResponseBody, start, len)
             .ok()
             .flatten()
     }
 
     fn set_response_body(&mut self, start: usize, len: usize, data: &[u8]) {
-        let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, start, len, data);
+        if self.phase.allows(Resource::ResponseBody) {
+            let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, start, len, data);
+        }
     }
 
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
@@ -228,36 +265,37 @@ fn action(flow: Flow) -> Action {
 
 impl<F: HttpFilter> Context for PluginHttp<F> {}
 
+impl<F: HttpFilter> PluginHttp<F> {
+    /// The host as seen from one callback, so out-of-phase calls are refused.
+    fn host(&mut self, phase: Phase) -> ProxyWasmHost {
+        self.host = self.host.in_phase(phase);
+        self.host
+    }
+}
+
 impl<F: HttpFilter> HttpContext for PluginHttp<F> {
     fn on_http_request_headers(&mut self, _n: usize, end_of_stream: bool) -> Action {
-        action(
-            self.filter
-                .on_request_headers(&mut self.host, end_of_stream),
-        )
+        let mut host = self.host(Phase::RequestHeaders);
+        action(self.filter.on_request_headers(&mut host, end_of_stream))
     }
 
     fn on_http_request_body(&mut self, size: usize, end_of_stream: bool) -> Action {
-        action(
-            self.filter
-                .on_request_body(&mut self.host, size, end_of_stream),
-        )
+        let mut host = self.host(Phase::RequestBody);
+        action(self.filter.on_request_body(&mut host, size, end_of_stream))
     }
 
     fn on_http_response_headers(&mut self, _n: usize, end_of_stream: bool) -> Action {
-        action(
-            self.filter
-                .on_response_headers(&mut self.host, end_of_stream),
-        )
+        let mut host = self.host(Phase::ResponseHeaders);
+        action(self.filter.on_response_headers(&mut host, end_of_stream))
     }
 
     fn on_http_response_body(&mut self, size: usize, end_of_stream: bool) -> Action {
-        action(
-            self.filter
-                .on_response_body(&mut self.host, size, end_of_stream),
-        )
+        let mut host = self.host(Phase::ResponseBody);
+        action(self.filter.on_response_body(&mut host, size, end_of_stream))
     }
 
     fn on_http_response_trailers(&mut self, _n: usize) -> Action {
-        action(self.filter.on_response_trailers(&mut self.host))
+        let mut host = self.host(Phase::ResponseTrailers);
+        action(self.filter.on_response_trailers(&mut host))
     }
 }

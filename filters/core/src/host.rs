@@ -18,6 +18,46 @@ pub enum Level {
     Error,
 }
 
+/// Which callback is running. Envoy answers a header map or buffer asked for
+/// outside its phase (request headers from a response callback, say) with a
+/// status the SDK turns into a panic, which traps the VM; the glue therefore
+/// refuses such calls up front and the filter sees "absent".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Phase {
+    #[default]
+    Root,
+    RequestHeaders,
+    RequestBody,
+    ResponseHeaders,
+    ResponseBody,
+    ResponseTrailers,
+}
+
+/// What a host call touches, for [`Phase::allows`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resource {
+    RequestHeaders,
+    ResponseHeaders,
+    ResponseTrailers,
+    ResponseBody,
+}
+
+impl Phase {
+    pub fn allows(self, resource: Resource) -> bool {
+        match resource {
+            Resource::RequestHeaders => {
+                matches!(self, Phase::RequestHeaders | Phase::RequestBody)
+            }
+            Resource::ResponseHeaders => matches!(
+                self,
+                Phase::ResponseHeaders | Phase::ResponseBody | Phase::ResponseTrailers
+            ),
+            Resource::ResponseTrailers => self == Phase::ResponseTrailers,
+            Resource::ResponseBody => self == Phase::ResponseBody,
+        }
+    }
+}
+
 /// Which proxy-wasm host runs the module.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum HostKind {

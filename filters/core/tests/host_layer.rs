@@ -100,3 +100,19 @@ fn response_status_is_parsed_defensively() {
     assert_eq!(h.response_status(), 0);
     assert_eq!(FakeHost::new().response_status(), 0);
 }
+
+#[test]
+fn header_maps_and_bodies_are_only_touched_in_their_own_phase() {
+    use palisade_core::host::{Phase, Resource};
+    assert!(Phase::RequestHeaders.allows(Resource::RequestHeaders));
+    assert!(Phase::RequestBody.allows(Resource::RequestHeaders));
+    assert!(!Phase::ResponseHeaders.allows(Resource::RequestHeaders));
+    assert!(!Phase::ResponseBody.allows(Resource::RequestHeaders));
+    assert!(!Phase::Root.allows(Resource::RequestHeaders));
+    assert!(!Phase::RequestHeaders.allows(Resource::ResponseHeaders));
+    assert!(Phase::ResponseBody.allows(Resource::ResponseHeaders));
+    assert!(!Phase::ResponseHeaders.allows(Resource::ResponseBody));
+    assert!(Phase::ResponseBody.allows(Resource::ResponseBody));
+    assert!(!Phase::ResponseBody.allows(Resource::ResponseTrailers));
+    assert!(Phase::ResponseTrailers.allows(Resource::ResponseTrailers));
+}

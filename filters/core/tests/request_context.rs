@@ -33,6 +33,7 @@ fn a_denial_answers_with_problem_json_and_the_request_id() {
     );
     assert_eq!(sent.header("x-request-id"), Some("rid-7"));
     assert_eq!(sent.header("retry-after"), Some("5"));
+    assert_eq!(sent.header(DENIED_BY_HEADER), Some("demo"));
     assert_eq!(sent.json()["request_id"], "rid-7");
     assert_eq!(host.counter("palisade.demo.denied.too_big"), 1);
     assert_eq!(
