@@ -1,0 +1,55 @@
+//! Palisade `errors` filter: no stack trace or internal detail leaves the proxy.
+//!
+//! Every 5xx (the upstream's or the proxy's own: no healthy upstream, timeout,
+//! reset) reaches the client as an `application/problem+json` with the same
+//! status, the reason phrase as title and the request id; 4xx bodies are
+//! masked when they look like a leak (stack traces, SQL errors, server paths,
+//! credentials); gRPC errors keep their framing with a generic `grpc-message`.
+//! The original body's first bytes are logged for operators.
+//!
+//! Layout: [`config`] (JSON in, compiled policy out), [`status`] (status
+//! classes), [`strip`] (leaky headers), [`leaks`] (leak patterns), [`grpc`]
+//! (gRPC status handling), [`excerpt`] (log-safe body excerpts) and [`mask`]
+//! (the per-response state machine). Decisions are plain Rust over
+//! [`palisade_core::Host`]; the proxy-wasm glue is the core's.
+
+pub mod config;
+pub mod excerpt;
+pub mod grpc;
+pub mod leaks;
+pub mod mask;
+pub mod status;
+pub mod strip;
+
+use palisade_core::metrics::Metrics;
+use palisade_core::{ConfigError, Host, Plugin};
+use std::rc::Rc;
+
+pub use config::Config;
+pub use mask::{ErrorsFilter, EVENTS};
+
+/// Metric, log and decision-header name.
+pub const NAME: &str = "errors";
+
+/// The configured filter, shared by every request of a VM.
+pub struct ErrorsPlugin {
+    pub config: Config,
+    pub metrics: Metrics,
+}
+
+impl Plugin for ErrorsPlugin {
+    const NAME: &'static str = NAME;
+    type Filter = ErrorsFilter;
+
+    fn configure(config: &[u8], host: &mut dyn Host) -> Result<Self, ConfigError> {
+        let config = Config::load(config)?;
+        let metrics = Metrics::define(host, NAME, EVENTS, &[]);
+        Ok(ErrorsPlugin { config, metrics })
+    }
+
+    fn new_filter(plugin: &Rc<Self>) -> ErrorsFilter {
+        ErrorsFilter::new(plugin.clone())
+    }
+}
+
+palisade_core::export_plugin!(ErrorsPlugin);
