@@ -176,6 +176,11 @@ impl Host for FakeHost {
         set(&mut self.response_trailers, name, value);
     }
 
+    fn remove_response_trailer(&mut self, name: &str) {
+        self.response_trailers
+            .retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+    }
+
     fn response_body(&self, start: usize, len: usize) -> Option<Vec<u8>> {
         let end = start.saturating_add(len).min(self.response_body.len());
         self.response_body

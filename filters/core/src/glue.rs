@@ -129,6 +129,10 @@ impl Host for ProxyWasmHost {
         self.set_header(MapType::HttpResponseTrailers, name, value);
     }
 
+    fn remove_response_trailer(&mut self, name: &str) {
+        self.remove_header(MapType::HttpResponseTrailers, name);
+    }
+
     fn response_body(&self, start: usize, len: usize) -> Option<Vec<u8>> {
         if !self.phase.allows(Resource::ResponseBody) {
             return None;

@@ -166,6 +166,7 @@ pub trait Host {
     /// Response trailers (gRPC status lives there). Kong has none.
     fn response_trailer(&self, name: &str) -> Option<Vec<u8>>;
     fn set_response_trailer(&mut self, name: &str, value: &[u8]);
+    fn remove_response_trailer(&mut self, name: &str);
 
     /// Bytes of the current response body buffer.
     fn response_body(&self, start: usize, len: usize) -> Option<Vec<u8>>;

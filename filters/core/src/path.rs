@@ -41,24 +41,31 @@ pub fn normalize(raw: &str) -> String {
 /// Decodes each valid `%XX` once; invalid escapes stay literal. Bytes that do
 /// not form UTF-8 are replaced, so a path is always a `String`.
 fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    if !bytes.contains(&b'%') {
+    if !s.contains('%') {
         return s.to_string();
     }
+    String::from_utf8_lossy(&percent_decode_bytes(s.as_bytes())).into_owned()
+}
+
+/// Decodes each valid `%XX` once, leaving invalid escapes literal. Shared by
+/// path matching and by anything else percent-encoded (e.g. `grpc-message`).
+pub fn percent_decode_bytes(bytes: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+    while let Some(&b) = bytes.get(i) {
+        if b == b'%' {
+            let high = bytes.get(i + 1).copied().and_then(hex);
+            let low = bytes.get(i + 2).copied().and_then(hex);
+            if let (Some(h), Some(l)) = (high, low) {
                 out.push(h << 4 | l);
                 i += 3;
                 continue;
             }
         }
-        out.push(bytes[i]);
+        out.push(b);
         i += 1;
     }
-    String::from_utf8_lossy(&out).into_owned()
+    out
 }
 
 fn hex(b: u8) -> Option<u8> {

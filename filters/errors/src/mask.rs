@@ -418,13 +418,10 @@ impl ErrorsFilter {
         self.count(host, "masked.grpc");
         self.defer_log(host, format!("masked gRPC {name} ({http}, {reason})"));
         self.flush_log(host);
-        let details = grpc::bare_status_details(code);
         match place {
             Place::Headers => {
                 host.set_response_header(grpc::MESSAGE, name.as_bytes());
-                if host.response_header(grpc::DETAILS).is_some() {
-                    host.set_response_header(grpc::DETAILS, details.as_bytes());
-                }
+                host.remove_response_header(grpc::DETAILS);
                 let doomed: Vec<String> = host
                     .response_headers()
                     .into_iter()
@@ -441,9 +438,7 @@ impl ErrorsFilter {
             }
             Place::Trailers => {
                 host.set_response_trailer(grpc::MESSAGE, name.as_bytes());
-                if host.response_trailer(grpc::DETAILS).is_some() {
-                    host.set_response_trailer(grpc::DETAILS, details.as_bytes());
-                }
+                host.remove_response_trailer(grpc::DETAILS);
             }
         }
     }

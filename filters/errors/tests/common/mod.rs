@@ -61,6 +61,9 @@ impl Host for Spy<'_> {
     fn set_response_trailer(&mut self, name: &str, value: &[u8]) {
         self.host.set_response_trailer(name, value)
     }
+    fn remove_response_trailer(&mut self, name: &str) {
+        self.host.remove_response_trailer(name)
+    }
     fn response_body(&self, start: usize, len: usize) -> Option<Vec<u8>> {
         self.body_reads.set(self.body_reads.get() + 1);
         self.host.response_body(start, len)
