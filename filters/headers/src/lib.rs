@@ -1,0 +1,366 @@
+//! `palisade-headers`: request header hygiene and response hardening.
+//!
+//! On requests it strips headers a client must never set (Palisade's own
+//! decisions, the JWT filter's claim headers), optionally everything outside an
+//! allow-list, and refuses requests with a method that is not allowed (405), too
+//! many or too large headers (431) or control characters (400). On responses it
+//! drops headers that advertise the stack and adds browser security headers.
+//!
+//! Pure core, thin glue: all decisions are plain Rust over [`Host`], tested
+//! natively with `FakeHost`; the proxy-wasm adapter is the core's
+//! `export_plugin!`. See README.md for the config reference.
+
+pub mod config;
+pub mod policy;
+pub mod request;
+pub mod response;
+pub mod wildcard;
+
+use config::Config;
+use palisade_core::config::ConfigError;
+use palisade_core::host::Headers;
+use palisade_core::metrics::{metric_name, Metrics};
+use palisade_core::route::{first_match, needs_route_name, Match, RouteInput, Rule};
+use palisade_core::{request_id, Flow, Host, HttpFilter, Level, Plugin, RequestContext};
+use policy::{Policy, Settings};
+use std::borrow::Cow;
+use std::rc::Rc;
+
+palisade_core::export_plugin!(HeadersPlugin);
+
+/// The filter's name: metrics `palisade.headers.*`, decision header `x-palisade-headers`.
+pub const NAME: &str = "headers";
+
+/// Counters besides the denials (those are defined through [`Metrics`] and
+/// counted by `RequestContext::reject`). Held as raw ids so counting costs one
+/// host call and no name lookup. Only events that are not routine are
+/// counted: a count is a host call (a VM crossing), and "allowed" or "added
+/// the security headers" would cost one on every request while telling
+/// nothing Envoy's own `downstream_rq_*` stats do not.
+#[derive(Debug, Clone, Copy, Default)]
+struct Counters {
+    request_headers_removed: Option<u32>,
+    response_headers_removed: Option<u32>,
+    shadow_request_headers_removed: Option<u32>,
+    shadow_response_headers_removed: Option<u32>,
+}
+
+/// Events counted besides `denied.<reason>` / `shadow_denied.<reason>`.
+pub const EVENTS: [&str; 4] = [
+    "request_headers_removed",
+    "response_headers_removed",
+    "shadow_request_headers_removed",
+    "shadow_response_headers_removed",
+];
+
+impl Counters {
+    fn define(host: &mut dyn Host) -> Counters {
+        let mut ids = EVENTS
+            .iter()
+            .map(|e| host.define_counter(&metric_name(NAME, e)));
+        let mut next = || ids.next().flatten();
+        Counters {
+            request_headers_removed: next(),
+            response_headers_removed: next(),
+            shadow_request_headers_removed: next(),
+            shadow_response_headers_removed: next(),
+        }
+    }
+}
+
+fn bump(host: &mut dyn Host, id: Option<u32>, by: usize) {
+    if let (Some(id), true) = (id, by > 0) {
+        host.increment_counter(id, i64::try_from(by).unwrap_or(i64::MAX));
+    }
+}
+
+/// A rule with its fully resolved policy.
+#[derive(Debug)]
+struct CompiledRule {
+    matcher: Match,
+    policy: Rc<Policy>,
+}
+
+impl Rule for CompiledRule {
+    fn matcher(&self) -> &Match {
+        &self.matcher
+    }
+}
+
+/// The configured filter, shared by all requests of one VM.
+#[derive(Debug)]
+pub struct HeadersPlugin {
+    default: Rc<Policy>,
+    rules: Vec<CompiledRule>,
+    needs_route_name: bool,
+    /// Whether choosing a rule needs the method (a rule matches on it).
+    rules_match_methods: bool,
+    metrics: Metrics,
+    counters: Counters,
+}
+
+impl HeadersPlugin {
+    /// Resolves every layer once and defines the metrics.
+    pub fn new(config: &Config, host: &mut dyn Host) -> HeadersPlugin {
+        let base = Settings::preset().with(Some(config.dry_run), &config.request, &config.response);
+        let default = Rc::new(base.compile());
+        let rules: Vec<CompiledRule> = config
+            .rules
+            .iter()
+            .map(|r| CompiledRule {
+                matcher: r.matcher.clone(),
+                policy: Rc::new(base.with(r.dry_run, &r.request, &r.response).compile()),
+            })
+            .collect();
+        for (place, policy) in std::iter::once(("the defaults".to_string(), &default)).chain(
+            rules
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (format!("rules[{i}]"), &r.policy)),
+        ) {
+            let spoofable: Vec<&str> = ["x-palisade-denied-by", "x-jwt-sub"]
+                .into_iter()
+                .filter(|n| !policy.request.drops(n))
+                .collect();
+            if policy.dry_run {
+                host.log(
+                    Level::Warn,
+                    &format!(
+                        "palisade.{NAME}: {place} in dry run: nothing is refused, stripped or \
+                         added there, spoofed x-palisade-* and x-jwt-* headers included"
+                    ),
+                );
+            } else if !spoofable.is_empty() {
+                host.log(
+                    Level::Warn,
+                    &format!(
+                        "palisade.{NAME}: {place} let clients send {}: they can spoof \
+                         Palisade decisions or identities (keep \"x-palisade-*\" and \
+                         \"x-jwt-*\" in request.remove)",
+                        spoofable.join(" and ")
+                    ),
+                );
+            }
+        }
+        let rules_match_methods = rules.iter().any(|r| r.matcher.methods.is_some());
+        HeadersPlugin {
+            needs_route_name: needs_route_name(&rules),
+            rules_match_methods,
+            default,
+            rules,
+            metrics: Metrics::define(host, NAME, &[], &request::REASONS),
+            counters: Counters::define(host),
+        }
+    }
+
+    /// The default policy (requests matching no rule).
+    pub fn default_policy(&self) -> &Policy {
+        &self.default
+    }
+
+    /// The policy for a request, given its fetched headers; reads `:method`
+    /// and `:path` from them when the host lists pseudo-headers (Envoy) and
+    /// asks for them one by one when it does not (Kong).
+    fn select(&self, host: &dyn Host, headers: &Headers, method: &mut LazyMethod) -> Rc<Policy> {
+        if self.rules.is_empty() {
+            return self.default.clone();
+        }
+        let method = if self.rules_match_methods {
+            method.get(host)
+        } else {
+            ""
+        };
+        let raw_path = pseudo(host, headers, ":path");
+        let path = palisade_core::path::normalize(&String::from_utf8_lossy(&raw_path));
+        let route_name = if self.needs_route_name {
+            host.route_name()
+        } else {
+            None
+        };
+        let input = RouteInput {
+            method,
+            path: &path,
+            route_name: route_name.as_deref(),
+        };
+        match first_match(&self.rules, &input) {
+            Some(rule) => rule.policy.clone(),
+            None => self.default.clone(),
+        }
+    }
+}
+
+/// A header's value from the fetched list (names there are lowercase).
+fn find<'h>(headers: &'h Headers, name: &str) -> Option<&'h [u8]> {
+    headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_slice())
+}
+
+/// A pseudo-header from the list, else from the host (Kong leaves them out).
+fn pseudo<'h>(host: &dyn Host, headers: &'h Headers, name: &str) -> Cow<'h, [u8]> {
+    match find(headers, name) {
+        Some(v) => Cow::Borrowed(v),
+        None => Cow::Owned(host.request_header(name).unwrap_or_default()),
+    }
+}
+
+/// The correlation id from the fetched list, as `RequestContext::new` would
+/// read it with two more host calls.
+fn context(headers: &Headers) -> RequestContext {
+    RequestContext {
+        filter: NAME,
+        request_id: request_id::correlation_id(
+            find(headers, request_id::HEADER),
+            find(headers, request_id::TRACEPARENT),
+        ),
+    }
+}
+
+impl Plugin for HeadersPlugin {
+    const NAME: &'static str = NAME;
+    type Filter = HeadersFilter;
+
+    fn configure(config: &[u8], host: &mut dyn Host) -> Result<Self, ConfigError> {
+        let config: Config = palisade_core::config::load(config)?;
+        Ok(HeadersPlugin::new(&config, host))
+    }
+
+    fn new_filter(plugin: &Rc<Self>) -> HeadersFilter {
+        HeadersFilter {
+            plugin: plugin.clone(),
+            state: None,
+        }
+    }
+}
+
+/// What the request phase decided, for the response phase.
+#[derive(Debug)]
+struct Chosen {
+    policy: Rc<Policy>,
+    request_id: Option<String>,
+}
+
+/// One request.
+#[derive(Debug)]
+pub struct HeadersFilter {
+    plugin: Rc<HeadersPlugin>,
+    state: Option<Chosen>,
+}
+
+/// The request's method, read at most once and only when something needs it:
+/// Envoy lists it with the headers, Kong answers it one by one.
+struct LazyMethod<'h> {
+    headers: &'h Headers,
+    value: Option<Cow<'h, [u8]>>,
+}
+
+impl<'h> LazyMethod<'h> {
+    fn new(headers: &'h Headers) -> Self {
+        LazyMethod {
+            headers,
+            value: None,
+        }
+    }
+
+    fn get(&mut self, host: &dyn Host) -> &str {
+        let headers = self.headers;
+        let raw = self
+            .value
+            .get_or_insert_with(|| pseudo(host, headers, ":method"));
+        std::str::from_utf8(raw).unwrap_or("")
+    }
+}
+
+impl HttpFilter for HeadersFilter {
+    fn on_request_headers(&mut self, host: &mut dyn Host, _end_of_stream: bool) -> Flow {
+        let headers = host.request_headers();
+        let plugin = self.plugin.clone();
+        let counters = plugin.counters;
+        let ctx = context(&headers);
+        let mut method = LazyMethod::new(&headers);
+        let policy = plugin.select(host, &headers, &mut method);
+        let method = if policy.request.allowed_methods.is_some() {
+            method.get(host)
+        } else {
+            ""
+        };
+
+        let mut shadowed = false;
+        if let Some(denial) = request::check(&policy.request, method, &headers) {
+            let flow = ctx.reject(host, &plugin.metrics, denial, policy.dry_run);
+            if flow == Flow::Pause {
+                self.state = Some(Chosen {
+                    policy,
+                    request_id: ctx.request_id,
+                });
+                return Flow::Pause;
+            }
+            shadowed = true;
+        }
+
+        let (names, fields) = request::to_strip(&policy.request, &headers);
+        if fields > 0 {
+            if policy.dry_run {
+                bump(host, counters.shadow_request_headers_removed, fields);
+                ctx.log(
+                    host,
+                    Level::Info,
+                    &format!("dry_run: would remove {fields} request header(s)"),
+                );
+            } else {
+                for name in names {
+                    host.remove_request_header(name);
+                }
+                bump(host, counters.request_headers_removed, fields);
+            }
+        }
+
+        // After stripping: a client-sent `x-palisade-headers` is gone by now.
+        if !shadowed {
+            ctx.publish(host, "allow");
+        }
+        self.state = Some(Chosen {
+            policy,
+            request_id: ctx.request_id,
+        });
+        Flow::Continue
+    }
+
+    fn on_response_headers(&mut self, host: &mut dyn Host, _end_of_stream: bool) -> Flow {
+        let chosen = match self.state.take() {
+            Some(c) => c,
+            // A reply sent before this filter saw the request (an earlier
+            // filter's local reply). Request headers cannot be read from a
+            // response callback, so the defaults apply and no id is known.
+            None => Chosen {
+                policy: self.plugin.default.clone(),
+                request_id: None,
+            },
+        };
+        let counters = self.plugin.counters;
+        let headers = host.response_headers();
+        let plan = response::plan(
+            &chosen.policy.response,
+            &headers,
+            chosen.request_id.as_deref(),
+        );
+        if chosen.policy.dry_run {
+            bump(
+                host,
+                counters.shadow_response_headers_removed,
+                plan.removed_fields,
+            );
+        } else {
+            for name in &plan.remove {
+                host.remove_response_header(name);
+            }
+            for (name, value) in &plan.add {
+                host.add_response_header(name, value.as_bytes());
+            }
+            bump(host, counters.response_headers_removed, plan.removed_fields);
+        }
+        self.state = Some(chosen);
+        Flow::Continue
+    }
+}
