@@ -1,5 +1,6 @@
 //! An in-memory [`Host`]: every filter decision is tested natively against it.
 
+use crate::headers::{add, find, remove, set};
 use crate::host::{Headers, Host, HostKind, Level};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -92,24 +93,12 @@ impl FakeHost {
     }
 
     pub fn req_header(&self, name: &str) -> Option<String> {
-        find(&self.request_headers, name).map(|v| String::from_utf8_lossy(&v).into_owned())
+        find(&self.request_headers, name).map(|v| String::from_utf8_lossy(v).into_owned())
     }
 
     pub fn resp_header(&self, name: &str) -> Option<String> {
-        find(&self.response_headers, name).map(|v| String::from_utf8_lossy(&v).into_owned())
+        find(&self.response_headers, name).map(|v| String::from_utf8_lossy(v).into_owned())
     }
-}
-
-fn find(headers: &Headers, name: &str) -> Option<Vec<u8>> {
-    headers
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.clone())
-}
-
-fn set(headers: &mut Headers, name: &str, value: &[u8]) {
-    headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
-    headers.push((name.to_ascii_lowercase(), value.to_vec()));
 }
 
 impl Host for FakeHost {
@@ -125,7 +114,7 @@ impl Host for FakeHost {
     }
 
     fn request_header(&self, name: &str) -> Option<Vec<u8>> {
-        find(&self.request_headers, name)
+        find(&self.request_headers, name).map(<[u8]>::to_vec)
     }
 
     fn set_request_header(&mut self, name: &str, value: &[u8]) {
@@ -138,8 +127,7 @@ impl Host for FakeHost {
                 set(&mut self.request_headers, name, b"");
             }
         } else {
-            self.request_headers
-                .retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+            remove(&mut self.request_headers, name);
         }
     }
 
@@ -151,7 +139,7 @@ impl Host for FakeHost {
     }
 
     fn response_header(&self, name: &str) -> Option<Vec<u8>> {
-        find(&self.response_headers, name)
+        find(&self.response_headers, name).map(<[u8]>::to_vec)
     }
 
     fn set_response_header(&mut self, name: &str, value: &[u8]) {
@@ -159,17 +147,15 @@ impl Host for FakeHost {
     }
 
     fn add_response_header(&mut self, name: &str, value: &[u8]) {
-        self.response_headers
-            .push((name.to_ascii_lowercase(), value.to_vec()));
+        add(&mut self.response_headers, name, value);
     }
 
     fn remove_response_header(&mut self, name: &str) {
-        self.response_headers
-            .retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+        remove(&mut self.response_headers, name);
     }
 
     fn response_trailer(&self, name: &str) -> Option<Vec<u8>> {
-        find(&self.response_trailers, name)
+        find(&self.response_trailers, name).map(<[u8]>::to_vec)
     }
 
     fn set_response_trailer(&mut self, name: &str, value: &[u8]) {
@@ -177,8 +163,7 @@ impl Host for FakeHost {
     }
 
     fn remove_response_trailer(&mut self, name: &str) {
-        self.response_trailers
-            .retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+        remove(&mut self.response_trailers, name);
     }
 
     fn response_body(&self, start: usize, len: usize) -> Option<Vec<u8>> {

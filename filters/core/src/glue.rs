@@ -3,19 +3,29 @@
 //! here (the SDK's convenience wrappers panic on unexpected statuses).
 
 use crate::filter::{Flow, HttpFilter, Plugin};
+use crate::headers;
 use crate::host::{Headers, Host, HostKind, Level, Phase, Resource};
 use crate::problem::Problem;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType};
+use std::cell::RefCell;
 use std::marker::PhantomData;
 use std::rc::Rc;
 
 /// [`Host`] over the real proxy-wasm ABI.
-#[derive(Debug, Clone, Copy)]
+///
+/// Each host call crosses the VM boundary (and one that returns data calls
+/// back into the module to allocate): that crossing, not the filters' logic,
+/// is most of a wasm filter's cost. So within one callback the request or
+/// response header map is fetched once, on first use, and every lookup and
+/// write after that is served from (and kept in step with) that copy.
+#[derive(Debug)]
 pub struct ProxyWasmHost {
     kind: HostKind,
     phase: Phase,
+    request: RefCell<Option<Headers>>,
+    response: RefCell<Option<Headers>>,
 }
 
 impl ProxyWasmHost {
@@ -24,14 +34,23 @@ impl ProxyWasmHost {
         let ngx = hostcalls::get_property(vec!["ngx", "nginx_version"])
             .ok()
             .flatten();
+        ProxyWasmHost::new(HostKind::detect(ngx.as_deref()))
+    }
+
+    fn new(kind: HostKind) -> Self {
         ProxyWasmHost {
-            kind: HostKind::detect(ngx.as_deref()),
+            kind,
             phase: Phase::Root,
+            request: RefCell::new(None),
+            response: RefCell::new(None),
         }
     }
 
-    fn in_phase(self, phase: Phase) -> Self {
-        ProxyWasmHost { phase, ..self }
+    /// Starts a callback: other filters may have changed the maps since.
+    fn enter(&mut self, phase: Phase) {
+        self.phase = phase;
+        self.request = RefCell::new(None);
+        self.response = RefCell::new(None);
     }
 
     fn map(&self, map: MapType) -> Option<MapType> {
@@ -44,30 +63,77 @@ impl ProxyWasmHost {
         self.phase.allows(resource).then_some(map)
     }
 
-    fn get_headers(&self, map: MapType) -> Headers {
-        self.map(map)
-            .and_then(|m| hostcalls::get_map_bytes(m).ok())
+    fn cache(&self, map: MapType) -> Option<&RefCell<Option<Headers>>> {
+        match map {
+            MapType::HttpRequestHeaders => Some(&self.request),
+            MapType::HttpResponseHeaders => Some(&self.response),
+            _ => None,
+        }
+    }
+
+    fn fetch(map: MapType) -> Headers {
+        hostcalls::get_map_bytes(map)
             .unwrap_or_default()
             .into_iter()
             .map(|(n, v)| (n.to_ascii_lowercase(), v))
             .collect()
     }
 
+    /// Runs `f` over the map, fetching it at most once per callback.
+    fn with_map<R>(&self, map: MapType, f: impl FnOnce(&Headers) -> R) -> Option<R> {
+        let map = self.map(map)?;
+        match self.cache(map) {
+            Some(cell) => {
+                let mut slot = cell.borrow_mut();
+                Some(f(slot.get_or_insert_with(|| Self::fetch(map))))
+            }
+            None => Some(f(&Self::fetch(map))),
+        }
+    }
+
+    fn update_cache(&self, map: MapType, change: impl FnOnce(&mut Headers)) {
+        if let Some(cell) = self.cache(map) {
+            if let Some(headers) = cell.borrow_mut().as_mut() {
+                change(headers);
+            }
+        }
+    }
+
+    fn get_headers(&self, map: MapType) -> Headers {
+        self.with_map(map, Clone::clone).unwrap_or_default()
+    }
+
     fn get_header(&self, map: MapType, name: &str) -> Option<Vec<u8>> {
-        hostcalls::get_map_value_bytes(self.map(map)?, name)
-            .ok()
-            .flatten()
+        let cached = self
+            .with_map(map, |h| headers::find(h, name).map(<[u8]>::to_vec))
+            .flatten();
+        if cached.is_none() && name.starts_with(':') && self.kind == HostKind::Kong {
+            // Kong may leave pseudo-headers out of the pairs; ask for them directly.
+            return hostcalls::get_map_value_bytes(self.map(map)?, name)
+                .ok()
+                .flatten();
+        }
+        cached
     }
 
     fn set_header(&self, map: MapType, name: &str, value: &[u8]) {
         if let Some(m) = self.map(map) {
             let _ = hostcalls::set_map_value_bytes(m, name, Some(value));
+            self.update_cache(m, |h| headers::set(h, name, value));
+        }
+    }
+
+    fn add_header(&self, map: MapType, name: &str, value: &[u8]) {
+        if let Some(m) = self.map(map) {
+            let _ = hostcalls::add_map_value_bytes(m, name, value);
+            self.update_cache(m, |h| headers::add(h, name, value));
         }
     }
 
     fn remove_header(&self, map: MapType, name: &str) {
         if let Some(m) = self.map(map) {
             let _ = hostcalls::remove_map_value(m, name);
+            self.update_cache(m, |h| headers::remove(h, name));
         }
     }
 }
@@ -112,9 +178,7 @@ impl Host for ProxyWasmHost {
     }
 
     fn add_response_header(&mut self, name: &str, value: &[u8]) {
-        if let Some(m) = self.map(MapType::HttpResponseHeaders) {
-            let _ = hostcalls::add_map_value_bytes(m, name, value);
-        }
+        self.add_header(MapType::HttpResponseHeaders, name, value);
     }
 
     fn remove_response_header(&mut self, name: &str) {
@@ -181,7 +245,7 @@ pub fn start<P: Plugin>() {
     proxy_wasm::set_root_context(|_| {
         Box::new(PluginRoot::<P> {
             plugin: None,
-            host: None,
+            kind: None,
         })
     });
 }
@@ -189,7 +253,7 @@ pub fn start<P: Plugin>() {
 /// Per-VM state: the validated config, shared by every request.
 pub struct PluginRoot<P: Plugin> {
     plugin: Option<Rc<P>>,
-    host: Option<ProxyWasmHost>,
+    kind: Option<HostKind>,
 }
 
 impl<P: Plugin> Context for PluginRoot<P> {}
@@ -208,7 +272,7 @@ impl<P: Plugin> RootContext for PluginRoot<P> {
                     &format!("palisade.{}: configured on {}", P::NAME, host.kind().name()),
                 );
                 self.plugin = Some(Rc::new(plugin));
-                self.host = Some(host);
+                self.kind = Some(host.kind());
                 true
             }
             Err(e) => {
@@ -222,7 +286,10 @@ impl<P: Plugin> RootContext for PluginRoot<P> {
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        let host = self.host.unwrap_or_else(ProxyWasmHost::detect);
+        let host = match self.kind {
+            Some(kind) => ProxyWasmHost::new(kind),
+            None => ProxyWasmHost::detect(),
+        };
         Some(match &self.plugin {
             Some(plugin) => Box::new(PluginHttp {
                 filter: P::new_filter(plugin),
@@ -269,37 +336,41 @@ fn action(flow: Flow) -> Action {
 
 impl<F: HttpFilter> Context for PluginHttp<F> {}
 
-impl<F: HttpFilter> PluginHttp<F> {
-    /// The host as seen from one callback, so out-of-phase calls are refused.
-    fn host(&mut self, phase: Phase) -> ProxyWasmHost {
-        self.host = self.host.in_phase(phase);
-        self.host
-    }
-}
-
 impl<F: HttpFilter> HttpContext for PluginHttp<F> {
     fn on_http_request_headers(&mut self, _n: usize, end_of_stream: bool) -> Action {
-        let mut host = self.host(Phase::RequestHeaders);
-        action(self.filter.on_request_headers(&mut host, end_of_stream))
+        self.host.enter(Phase::RequestHeaders);
+        action(
+            self.filter
+                .on_request_headers(&mut self.host, end_of_stream),
+        )
     }
 
     fn on_http_request_body(&mut self, size: usize, end_of_stream: bool) -> Action {
-        let mut host = self.host(Phase::RequestBody);
-        action(self.filter.on_request_body(&mut host, size, end_of_stream))
+        self.host.enter(Phase::RequestBody);
+        action(
+            self.filter
+                .on_request_body(&mut self.host, size, end_of_stream),
+        )
     }
 
     fn on_http_response_headers(&mut self, _n: usize, end_of_stream: bool) -> Action {
-        let mut host = self.host(Phase::ResponseHeaders);
-        action(self.filter.on_response_headers(&mut host, end_of_stream))
+        self.host.enter(Phase::ResponseHeaders);
+        action(
+            self.filter
+                .on_response_headers(&mut self.host, end_of_stream),
+        )
     }
 
     fn on_http_response_body(&mut self, size: usize, end_of_stream: bool) -> Action {
-        let mut host = self.host(Phase::ResponseBody);
-        action(self.filter.on_response_body(&mut host, size, end_of_stream))
+        self.host.enter(Phase::ResponseBody);
+        action(
+            self.filter
+                .on_response_body(&mut self.host, size, end_of_stream),
+        )
     }
 
     fn on_http_response_trailers(&mut self, _n: usize) -> Action {
-        let mut host = self.host(Phase::ResponseTrailers);
-        action(self.filter.on_response_trailers(&mut host))
+        self.host.enter(Phase::ResponseTrailers);
+        action(self.filter.on_response_trailers(&mut self.host))
     }
 }
