@@ -136,7 +136,10 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--render", action="store_true", help="print the Envoy config and exit")
     ap.add_argument("--dist", default=str(ROOT / "dist"))
+    ap.add_argument("--ports", default=f"{LISTEN_PORT},{ADMIN_PORT},{UPSTREAM_PORT}",
+                    help="listener,admin,upstream ports (tests use free ones)")
     args = ap.parse_args()
+    listen, admin, upstream = (int(p) for p in args.ports.split(","))
     dist = Path(args.dist)
     filters = built_filters(dist)
     if args.render:
@@ -148,7 +151,7 @@ def main():
     envoy_bin = os.environ.get("ENVOY_BIN", "envoy")
     tmp = Path(tempfile.mkdtemp(prefix="palisade-demo-"))
     cfg = tmp / "envoy.yaml"
-    cfg.write_text(render(str(dist), filters))
+    cfg.write_text(render(str(dist), filters, listen, admin, upstream))
     procs = []
 
     def stop(*_):
@@ -164,20 +167,20 @@ def main():
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
-    procs.append(subprocess.Popen([sys.executable, str(ROOT / "envoy/demo_upstream.py"), str(UPSTREAM_PORT)]))
+    procs.append(subprocess.Popen([sys.executable, str(ROOT / "envoy/demo_upstream.py"), str(upstream)]))
     log = tmp / "envoy.log"
     procs.append(subprocess.Popen(
         [envoy_bin, "-c", str(cfg), "--concurrency", "2", "--log-level", "info", "--log-path", str(log)]))
-    if not wait_ready(f"http://127.0.0.1:{ADMIN_PORT}/ready", procs[-1]):
+    if not wait_ready(f"http://127.0.0.1:{admin}/ready", procs[-1]):
         print(log.read_text() if log.exists() else "envoy did not start", file=sys.stderr)
         stop()
-    print(f"\nPalisade demo: Envoy on http://127.0.0.1:{LISTEN_PORT} with chain: {' -> '.join(filters)}")
+    print(f"\nPalisade demo: Envoy on http://127.0.0.1:{listen} with chain: {' -> '.join(filters)}")
     print(f"config: {cfg}\nlog:    {log}\n\nTry:\n")
     for f in filters:
         for what, cmd in DEMOS.get(f, []):
-            print(f"  # {f}: {what}\n  {cmd}\n")
-    print(f"  # counters of every filter\n  curl -s 'http://127.0.0.1:{ADMIN_PORT}/stats?filter=palisade'\n")
-    print("Ctrl-C stops Envoy and the demo upstream.")
+            print(f"  # {f}: {what}\n  {cmd.replace(':10000', f':{listen}')}\n")
+    print(f"  # counters of every filter\n  curl -s 'http://127.0.0.1:{admin}/stats?filter=palisade'\n")
+    print("Ctrl-C stops Envoy and the demo upstream.", flush=True)
     while all(p.poll() is None for p in procs):
         time.sleep(0.5)
     print("a process exited; stopping", file=sys.stderr)
