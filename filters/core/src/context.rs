@@ -5,12 +5,11 @@
 //! Each filter writes its outcome to the request header `x-palisade-<filter>`
 //! (`allow`, `deny;reason=<r>`, `shadow-deny;reason=<r>`), replacing any value a
 //! client sent, so later filters and the upstream can read it. A filter that
-//! answers a request itself also sets `x-palisade-denied-by: <filter>`, which
-//! the errors filter uses to leave Palisade's own problem responses alone.
-//! The local reply carries the same `x-palisade-denied-by` as a *response*
-//! header: Envoy does not let a filter read request headers from its response
-//! callbacks (they read as absent, and the SDK's header call traps), so the
-//! errors filter, which sees the reply on its way out, can only check there.
+//! answers a request itself marks its local reply with the *response* header
+//! `x-palisade-denied-by: <filter>`, which the errors filter uses to leave
+//! Palisade's own problem responses alone. It is a response header because
+//! Envoy does not let a filter read request headers from its response
+//! callbacks (the errors filter sees the reply only on its way out).
 //! Filters may publish more under `x-palisade-<filter>-<key>`. The headers
 //! filter strips every client-sent `x-palisade-*` header by default.
 
@@ -21,7 +20,7 @@ use crate::problem::Problem;
 use crate::request_id;
 use crate::route::RouteInput;
 
-/// Request header naming the filter that answered with a local reply.
+/// Response header naming the Palisade filter that answered with a local reply.
 pub const DENIED_BY_HEADER: &str = "x-palisade-denied-by";
 /// Prefix of every header Palisade writes.
 pub const HEADER_PREFIX: &str = "x-palisade-";
@@ -146,14 +145,16 @@ impl RequestContext {
             &format!("denied with {status} ({})", denial.reason),
         );
         self.publish(host, &format!("deny;reason={}", denial.reason));
-        host.set_request_header(DENIED_BY_HEADER, self.filter.as_bytes());
-        let problem = denial.problem.request_id(self.request_id.as_deref());
-        let body = problem.to_json();
-        let mut headers: Vec<(&str, String)> = problem.headers();
-        headers.extend(denial.headers.iter().map(|(n, v)| (*n, v.clone())));
-        headers.push((DENIED_BY_HEADER, self.filter.to_string()));
-        let refs: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
-        host.send_response(status, &refs, &body);
+        let extra: Vec<(&str, &str)> = denial
+            .headers
+            .iter()
+            .map(|(n, v)| (*n, v.as_str()))
+            .chain([(DENIED_BY_HEADER, self.filter)])
+            .collect();
+        denial
+            .problem
+            .request_id(self.request_id.as_deref())
+            .send(host, &extra);
         Flow::Pause
     }
 }

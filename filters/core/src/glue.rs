@@ -313,10 +313,9 @@ struct Unconfigured<P>(PhantomData<P>);
 impl<P: Plugin> HttpFilter for Unconfigured<P> {
     fn on_request_headers(&mut self, host: &mut dyn Host, _eos: bool) -> Flow {
         let ctx = crate::RequestContext::new(P::NAME, host);
-        let problem = Problem::new(503).request_id(ctx.request_id.as_deref());
-        let headers = problem.headers();
-        let refs: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
-        host.send_response(503, &refs, &problem.to_json());
+        Problem::new(503)
+            .request_id(ctx.request_id.as_deref())
+            .send(host, &[]);
         Flow::Pause
     }
 }

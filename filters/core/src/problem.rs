@@ -3,6 +3,7 @@
 //! Bodies are built only from constants and values the filter computed, never
 //! from request values, so nothing a client sends is reflected back.
 
+use crate::host::Host;
 use serde_json::{Map, Value};
 
 pub const CONTENT_TYPE: &str = "application/problem+json";
@@ -80,6 +81,18 @@ impl Problem {
             doc.entry(k.clone()).or_insert_with(|| v.clone());
         }
         serde_json::to_vec(&Value::Object(doc)).unwrap_or_default()
+    }
+
+    /// Answers with this problem as a local reply: its headers, then `extra`.
+    /// The caller must return [`crate::Flow::Pause`] afterwards.
+    pub fn send(&self, host: &mut dyn Host, extra: &[(&str, &str)]) {
+        let own = self.headers();
+        let headers: Vec<(&str, &str)> = own
+            .iter()
+            .map(|(n, v)| (*n, v.as_str()))
+            .chain(extra.iter().copied())
+            .collect();
+        host.send_response(self.status, &headers, &self.to_json());
     }
 
     /// Headers every problem response carries.

@@ -306,19 +306,12 @@ impl ErrorsFilter {
         if bodiless && kind.local_reply_from_response_headers() {
             self.defer_log(host, format!("masked {status} (status)"));
             self.flush_log(host);
-            let problem = self.problem(status);
-            let mut headers = self.carried_headers(host, policy);
-            headers.extend(
-                problem
-                    .headers()
-                    .into_iter()
-                    .map(|(n, v)| (n.to_string(), v)),
-            );
-            let refs: Vec<(&str, &str)> = headers
+            let carried = self.carried_headers(host, policy);
+            let extra: Vec<(&str, &str)> = carried
                 .iter()
                 .map(|(n, v)| (n.as_str(), v.as_str()))
                 .collect();
-            host.send_response(status, &refs, &problem.to_json());
+            self.problem(status).send(host, &extra);
             self.state = State::Replied;
             return Flow::Pause;
         }
