@@ -53,7 +53,11 @@ impl Phase {
                 Phase::ResponseHeaders | Phase::ResponseBody | Phase::ResponseTrailers
             ),
             Resource::ResponseTrailers => self == Phase::ResponseTrailers,
-            Resource::ResponseBody => self == Phase::ResponseBody,
+            // Envoy still serves a body buffered by earlier Pauses when the
+            // trailers arrive: that is where a scan of it must finish.
+            Resource::ResponseBody => {
+                matches!(self, Phase::ResponseBody | Phase::ResponseTrailers)
+            }
         }
     }
 }

@@ -40,13 +40,17 @@ impl Match {
                 return false;
             }
         }
+        // `/admin/` (also reached as `/admin//`, `/admin%2f`) is the same
+        // resource as `/admin` to most upstreams: exact matches ignore one
+        // trailing slash, on both sides.
+        let exact = trim_trailing_slash(req.path);
         if let Some(path) = &self.path {
-            if req.path != path {
+            if exact != trim_trailing_slash(path) {
                 return false;
             }
         }
         if let Some(template) = &self.path_template {
-            if !template.matches(req.path) {
+            if !template.matches(exact) {
                 return false;
             }
         }
@@ -82,7 +86,7 @@ impl Match {
                 if !v.starts_with('/') {
                     return Err(ConfigError::new(field, "must start with '/'"));
                 }
-                if crate::path::normalize(v) != *v && !(field == "prefix" && v.ends_with('/')) {
+                if crate::path::normalize(v) != *v {
                     return Err(ConfigError::new(
                         field,
                         format!(
@@ -99,6 +103,13 @@ impl Match {
             }
         }
         Ok(())
+    }
+}
+
+fn trim_trailing_slash(path: &str) -> &str {
+    match path.strip_suffix('/') {
+        Some(trimmed) if !trimmed.is_empty() => trimmed,
+        _ => path,
     }
 }
 

@@ -113,6 +113,8 @@ fn header_maps_and_bodies_are_only_touched_in_their_own_phase() {
     assert!(Phase::ResponseBody.allows(Resource::ResponseHeaders));
     assert!(!Phase::ResponseHeaders.allows(Resource::ResponseBody));
     assert!(Phase::ResponseBody.allows(Resource::ResponseBody));
+    assert!(Phase::ResponseTrailers.allows(Resource::ResponseBody));
+    assert!(!Phase::RequestBody.allows(Resource::ResponseBody));
     assert!(!Phase::ResponseBody.allows(Resource::ResponseTrailers));
     assert!(Phase::ResponseTrailers.allows(Resource::ResponseTrailers));
 }

@@ -122,7 +122,12 @@ fn first_matching_rule_wins() {
     assert_eq!(pick("GET", "/users/9?a=b", None), Some(2));
     assert_eq!(pick("GET", "/other", Some("internal")), Some(3));
     assert_eq!(pick("GET", "/exact", None), Some(4));
-    assert_eq!(pick("GET", "/exact/", None), Some(5));
+    for dodge in ["/exact/", "/exact//", "/exact%2f", "/exact\\", "/exact/?q"] {
+        assert_eq!(pick("GET", dodge, None), Some(4), "{dodge}");
+    }
+    assert_eq!(pick("GET", "/exact/x", None), Some(5));
+    assert_eq!(pick("GET", "/users/9/", None), Some(2));
+    assert_eq!(pick("GET", "/users//9", None), Some(2));
 }
 
 #[test]
@@ -145,6 +150,9 @@ fn match_validation_names_the_field() {
     let e = m(r#"{"prefix":"/a","path":"/a"}"#).validate().unwrap_err();
     assert!(e.to_string().contains("only one of"));
     assert!(m(r#"{"prefix":"/api/"}"#).validate().is_ok());
+    assert!(m(r#"{"prefix":"/"}"#).validate().is_ok());
+    assert!(m(r#"{"prefix":"/a/./b/"}"#).validate().is_err());
+    assert!(m(r#"{"prefix":"/a//"}"#).validate().is_err());
     assert!(m(r#"{"methods":[]}"#).validate().is_err());
 }
 

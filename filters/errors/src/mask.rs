@@ -554,10 +554,16 @@ impl HttpFilter for ErrorsFilter {
             return Flow::Continue;
         }
         let content_type = host.response_header("content-type");
-        let grpc_response = grpc::is_grpc_content_type(content_type.as_deref())
-            || (self.grpc_request && host.response_header(grpc::STATUS).is_some());
+        let has_grpc_status = host.response_header(grpc::STATUS).is_some();
+        let grpc_type = grpc::is_grpc_content_type(content_type.as_deref());
+        // The gRPC path keeps the response as it is, so it is taken only for
+        // what a gRPC client can receive: a `grpc-status`, or HTTP 200 with
+        // the status to come in trailers. A gRPC-typed 500 without one is
+        // masked like any other response.
+        let grpc_response =
+            (grpc_type || self.grpc_request) && (has_grpc_status || host.response_status() == 200);
         if grpc_response {
-            if host.response_header(grpc::STATUS).is_some() {
+            if has_grpc_status {
                 self.grpc_status(host, policy, Place::Headers);
                 self.state = State::Pass;
             } else {

@@ -202,3 +202,15 @@ fn grpc_helpers() {
     assert!(!grpc::is_grpc_content_type(Some(b"application/json")));
     assert!(!grpc::is_grpc_content_type(Some(b"app")));
 }
+
+#[test]
+fn a_grpc_typed_500_without_a_grpc_status_is_masked_like_any_response() {
+    let mut host = request(HostKind::Envoy, "/page");
+    let plugin = configure(&mut host, "{}");
+    let trace: &[u8] = b"java.lang.IllegalStateException\n\tat com.acme.X.y(X.java:1)\n";
+    let out = exchange(&plugin, &mut host, 500, &[GRPC], &[trace], None);
+    let text = String::from_utf8_lossy(&out.body);
+    assert!(!text.contains("IllegalStateException"), "{text}");
+    assert!(text.contains("\"status\":500"), "{text}");
+    assert_eq!(host.counter("palisade.errors.masked.status"), 1);
+}
