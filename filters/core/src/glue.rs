@@ -1,6 +1,9 @@
 //! proxy-wasm adapter: moves headers, bodies and properties between the host
-//! and a [`Plugin`], and nothing else. Every host call's status is handled
-//! here (the SDK's convenience wrappers panic on unexpected statuses).
+//! and a [`Plugin`], and nothing else. The SDK's `hostcalls` still panic on
+//! statuses they do not expect (that traps the VM), so the glue avoids the
+//! calls a host refuses: header maps and bodies are touched only in their own
+//! phase ([`Phase::allows`]), and body writes always cover the whole current
+//! buffer. The `Result`s left are for the statuses the SDK does return.
 
 use crate::filter::{Flow, HttpFilter, Plugin};
 use crate::headers;
