@@ -543,6 +543,15 @@ fn grpc_trailers_only_errors_get_a_generic_message() {
 /// An HTTP/1.1 upstream sending gRPC-style trailers (Envoy forwards HTTP/1
 /// trailers with `enable_trailers`), since the echo upstream has none.
 fn trailers_upstream() -> (u16, std::thread::JoinHandle<()>) {
+    trailers_upstream_answering(
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/grpc\r\ntransfer-encoding: chunked\r\n\r\n\
+          7\r\n\0\0\0\0\x02hi\r\n\
+          0\r\ngrpc-status: 14\r\ngrpc-message: connect%20to%2010.0.3.7:5432%20failed\r\n\r\n",
+    )
+}
+
+/// A one-shot HTTP/1.1 upstream answering `answer` verbatim.
+fn trailers_upstream_answering(answer: &'static [u8]) -> (u16, std::thread::JoinHandle<()>) {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let handle = std::thread::spawn(move || {
@@ -557,22 +566,17 @@ fn trailers_upstream() -> (u16, std::thread::JoinHandle<()>) {
                     Ok(n) => seen.extend_from_slice(&buf[..n]),
                 }
             }
-            let _ = stream.write_all(
-                b"HTTP/1.1 200 OK\r\ncontent-type: application/grpc\r\ntransfer-encoding: chunked\r\n\r\n\
-                  7\r\n\0\0\0\0\x02hi\r\n\
-                  0\r\ngrpc-status: 14\r\ngrpc-message: connect%20to%2010.0.3.7:5432%20failed\r\n\r\n",
-            );
+            let _ = stream.write_all(answer);
             std::thread::sleep(Duration::from_millis(200));
         }
     });
     (port, handle)
 }
 
-#[test]
-fn grpc_trailers_get_a_generic_message() {
-    let (port, handle) = trailers_upstream();
+/// Envoy with HTTP/1 trailers on both sides, routing everything to `port`.
+fn envoy_with_trailers(port: u16) -> Envoy {
     let trailers_on = json!({"enable_trailers": true});
-    let envoy = Envoy::start(
+    Envoy::start(
         &EnvoyConfig::new()
             .wasm(errors(json!({})))
             .route(Route::prefix("t", "/").cluster("trailers"))
@@ -589,7 +593,13 @@ fn grpc_trailers_get_a_generic_message() {
                     "explicit_http_config": {"http_protocol_options": trailers_on},
                 }},
             }]}})),
-    );
+    )
+}
+
+#[test]
+fn grpc_trailers_get_a_generic_message() {
+    let (port, handle) = trailers_upstream();
+    let envoy = envoy_with_trailers(port);
     let (bytes, _) = read_until_close(
         envoy.listener_addr(),
         &raw_request(
@@ -777,4 +787,28 @@ fn unmasked_requests_and_bodies_are_untouched() {
     assert_eq!(upstream.last().unwrap().body, body);
     // Transport errors would show here as Err.
     assert!(try_request("GET", &envoy.url("/"), &[], b"").is_ok());
+}
+
+/// A leak scan that ends in the trailers callback (no end_of_stream on the
+/// last body chunk) still sees the buffered body and masks it.
+#[test]
+fn a_leaky_404_followed_by_trailers_is_masked() {
+    let (port, handle) = trailers_upstream_answering(
+        b"HTTP/1.1 404 Not Found\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\n\r\n\
+          4f\r\nTraceback (most recent call last):\n  File \"/srv/app/views.py\", line 12, in get\n\r\n\
+          0\r\nx-checksum: 1\r\n\r\n",
+    );
+    let envoy = envoy_with_trailers(port);
+    let (bytes, _) = read_until_close(
+        envoy.listener_addr(),
+        &raw_request("GET", "/orders/1", &[], b""),
+        Duration::from_secs(5),
+    );
+    let _ = handle.join();
+    let wire = String::from_utf8_lossy(&bytes);
+    assert!(wire.starts_with("HTTP/1.1 404"), "{wire}");
+    assert!(!wire.contains("Traceback"), "{wire}");
+    assert!(!wire.contains("/srv/app"), "{wire}");
+    assert!(wire.contains("\"status\":404"), "{wire}");
+    assert_eq!(metric(&envoy, "masked.leak", 1), Some(1));
 }
