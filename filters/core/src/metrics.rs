@@ -44,8 +44,31 @@ impl Metrics {
         }
     }
 
+    /// A defined event's handle, so hot paths count without a name lookup.
+    pub fn counter(&self, event: &str) -> Counter {
+        Counter(
+            self.ids
+                .iter()
+                .find(|(e, _)| e == event)
+                .and_then(|(_, id)| *id),
+        )
+    }
+
     /// Whether an event was declared: lets tests prove every counted event exists.
     pub fn defines(&self, event: &str) -> bool {
         self.ids.iter().any(|(e, _)| *e == event)
+    }
+}
+
+/// A counter resolved at configure time: counting it is one host call.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counter(Option<u32>);
+
+impl Counter {
+    /// Adds `by` (nothing for 0, or if the host refused the counter).
+    pub fn add(self, host: &mut dyn Host, by: usize) {
+        if let (Some(id), true) = (self.0, by > 0) {
+            host.increment_counter(id, i64::try_from(by).unwrap_or(i64::MAX));
+        }
     }
 }

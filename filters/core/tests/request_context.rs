@@ -121,3 +121,14 @@ fn route_facts_normalise_the_path_and_read_the_route_name_only_when_asked() {
         Some("r1")
     );
 }
+
+#[test]
+fn counter_handles_count_without_a_lookup_and_ignore_unknown_events() {
+    let mut host = FakeHost::new();
+    let (_, metrics) = setup(&mut host);
+    metrics.counter("allowed").add(&mut host, 3);
+    metrics.counter("allowed").add(&mut host, 0);
+    metrics.counter("typo").add(&mut host, 1);
+    assert_eq!(host.counter("palisade.demo.allowed"), 3);
+    assert_eq!(host.counters.len(), 1);
+}

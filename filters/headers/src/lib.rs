@@ -19,7 +19,7 @@ pub mod wildcard;
 use config::Config;
 use palisade_core::config::ConfigError;
 use palisade_core::host::Headers;
-use palisade_core::metrics::{metric_name, Metrics};
+use palisade_core::metrics::{Counter, Metrics};
 use palisade_core::route::{first_match, needs_route_name, Match, RouteInput, Rule};
 use palisade_core::{request_id, Flow, Host, HttpFilter, Level, Plugin, RequestContext};
 use policy::{Policy, Settings};
@@ -31,18 +31,18 @@ palisade_core::export_plugin!(HeadersPlugin);
 /// The filter's name: metrics `palisade.headers.*`, decision header `x-palisade-headers`.
 pub const NAME: &str = "headers";
 
-/// Counters besides the denials (those are defined through [`Metrics`] and
-/// counted by `RequestContext::reject`). Held as raw ids so counting costs one
-/// host call and no name lookup. Only events that are not routine are
-/// counted: a count is a host call (a VM crossing), and "allowed" or "added
-/// the security headers" would cost one on every request while telling
-/// nothing Envoy's own `downstream_rq_*` stats do not.
+/// Counters besides the denials (those are counted by
+/// `RequestContext::reject`). Resolved to handles at configure time so
+/// counting costs one host call and no name lookup. Only events that are not
+/// routine are counted: a count is a host call (a VM crossing), and "allowed"
+/// or "added the security headers" would cost one on every request while
+/// telling nothing Envoy's own `downstream_rq_*` stats do not.
 #[derive(Debug, Clone, Copy, Default)]
 struct Counters {
-    request_headers_removed: Option<u32>,
-    response_headers_removed: Option<u32>,
-    shadow_request_headers_removed: Option<u32>,
-    shadow_response_headers_removed: Option<u32>,
+    request_headers_removed: Counter,
+    response_headers_removed: Counter,
+    shadow_request_headers_removed: Counter,
+    shadow_response_headers_removed: Counter,
 }
 
 /// Events counted besides `denied.<reason>` / `shadow_denied.<reason>`.
@@ -54,23 +54,13 @@ pub const EVENTS: [&str; 4] = [
 ];
 
 impl Counters {
-    fn define(host: &mut dyn Host) -> Counters {
-        let mut ids = EVENTS
-            .iter()
-            .map(|e| host.define_counter(&metric_name(NAME, e)));
-        let mut next = || ids.next().flatten();
+    fn resolve(metrics: &Metrics) -> Counters {
         Counters {
-            request_headers_removed: next(),
-            response_headers_removed: next(),
-            shadow_request_headers_removed: next(),
-            shadow_response_headers_removed: next(),
+            request_headers_removed: metrics.counter("request_headers_removed"),
+            response_headers_removed: metrics.counter("response_headers_removed"),
+            shadow_request_headers_removed: metrics.counter("shadow_request_headers_removed"),
+            shadow_response_headers_removed: metrics.counter("shadow_response_headers_removed"),
         }
-    }
-}
-
-fn bump(host: &mut dyn Host, id: Option<u32>, by: usize) {
-    if let (Some(id), true) = (id, by > 0) {
-        host.increment_counter(id, i64::try_from(by).unwrap_or(i64::MAX));
     }
 }
 
@@ -143,13 +133,14 @@ impl HeadersPlugin {
             }
         }
         let rules_match_methods = rules.iter().any(|r| r.matcher.methods.is_some());
+        let metrics = Metrics::define(host, NAME, &EVENTS, &request::REASONS);
         HeadersPlugin {
             needs_route_name: needs_route_name(&rules),
             rules_match_methods,
             default,
             rules,
-            metrics: Metrics::define(host, NAME, &[], &request::REASONS),
-            counters: Counters::define(host),
+            counters: Counters::resolve(&metrics),
+            metrics,
         }
     }
 
@@ -302,7 +293,7 @@ impl HttpFilter for HeadersFilter {
         let (names, fields) = request::to_strip(&policy.request, &headers);
         if fields > 0 {
             if policy.dry_run {
-                bump(host, counters.shadow_request_headers_removed, fields);
+                counters.shadow_request_headers_removed.add(host, fields);
                 ctx.log(
                     host,
                     Level::Info,
@@ -312,7 +303,7 @@ impl HttpFilter for HeadersFilter {
                 for name in names {
                     host.remove_request_header(name);
                 }
-                bump(host, counters.request_headers_removed, fields);
+                counters.request_headers_removed.add(host, fields);
             }
         }
 
@@ -346,11 +337,9 @@ impl HttpFilter for HeadersFilter {
             chosen.request_id.as_deref(),
         );
         if chosen.policy.dry_run {
-            bump(
-                host,
-                counters.shadow_response_headers_removed,
-                plan.removed_fields,
-            );
+            counters
+                .shadow_response_headers_removed
+                .add(host, plan.removed_fields);
         } else {
             for name in &plan.remove {
                 host.remove_response_header(name);
@@ -358,7 +347,9 @@ impl HttpFilter for HeadersFilter {
             for (name, value) in &plan.add {
                 host.add_response_header(name, value.as_bytes());
             }
-            bump(host, counters.response_headers_removed, plan.removed_fields);
+            counters
+                .response_headers_removed
+                .add(host, plan.removed_fields);
         }
         self.state = Some(chosen);
         Flow::Continue
