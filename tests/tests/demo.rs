@@ -85,6 +85,13 @@ fn make_run_demo_shows_each_control_and_stops_on_ctrl_c() {
     let trace = client::request("TRACE", &url("/hello"), &[], b"");
     assert_eq!(trace.status, 405);
     assert!(trace.header("allow").is_some_and(|a| a.contains("GET")));
+    // The headers filter's own problem passes the errors filter untouched,
+    // and the internal marker stops there.
+    assert_eq!(
+        trace.json()["type"],
+        "urn:palisade:problem:method-not-allowed"
+    );
+    assert_eq!(trace.header("x-palisade-denied-by"), None);
 
     let boom = client::get(&url("/boom"), &[]);
     assert_eq!(boom.status, 500);

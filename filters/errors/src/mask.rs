@@ -192,10 +192,11 @@ impl ErrorsFilter {
             return false;
         }
         let from_upstream = match host.kind() {
-            // Envoy's response code details: `via_upstream` for upstream answers.
+            // Envoy's response code details: the router sets `via_upstream`
+            // on every upstream answer; a wasm local reply has none at all.
             HostKind::Envoy => host
                 .property(&["response", "code_details"])
-                .is_none_or(|d| d == b"via_upstream"),
+                .is_some_and(|d| d == b"via_upstream"),
             // nginx's `$upstream_status` is empty for responses Kong made itself.
             HostKind::Kong => host
                 .property(&["ngx", "upstream_status"])
