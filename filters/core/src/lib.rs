@@ -12,6 +12,7 @@ pub mod config;
 pub mod context;
 pub mod fake;
 pub mod filter;
+pub mod header_pattern;
 pub mod headers;
 pub mod host;
 pub mod method;

@@ -8,7 +8,7 @@
 
 use crate::leaks::{self, LeakDetector};
 use crate::status::StatusSet;
-use crate::strip::{self, HeaderPattern};
+use crate::strip::{self, StripPattern};
 use palisade_core::config::{self, Validate};
 use palisade_core::route::{self, Match, Rule};
 use palisade_core::ConfigError;
@@ -27,7 +27,7 @@ fn default_statuses() -> StatusSet {
 fn default_detect() -> StatusSet {
     StatusSet::client_errors()
 }
-fn default_strip() -> Vec<HeaderPattern> {
+fn default_strip() -> Vec<StripPattern> {
     strip::default_patterns()
 }
 fn default_scan_bytes() -> usize {
@@ -52,7 +52,7 @@ pub struct RawConfig {
     pub detect_leaks_in: StatusSet,
     /// Dropped from masked responses.
     #[serde(default = "default_strip")]
-    pub strip_headers: Vec<HeaderPattern>,
+    pub strip_headers: Vec<StripPattern>,
     /// Replaces the default leak patterns (name → regex).
     #[serde(default)]
     pub leak_patterns: Option<BTreeMap<String, String>>,
@@ -92,7 +92,7 @@ pub struct RuleConfig {
     pub enabled: Option<bool>,
     pub statuses: Option<StatusSet>,
     pub detect_leaks_in: Option<StatusSet>,
-    pub strip_headers: Option<Vec<HeaderPattern>>,
+    pub strip_headers: Option<Vec<StripPattern>>,
     pub hold_headers: Option<bool>,
     pub dry_run: Option<bool>,
 }
@@ -137,7 +137,7 @@ pub struct Policy {
     pub enabled: bool,
     pub statuses: StatusSet,
     pub detect_leaks_in: StatusSet,
-    pub strip_headers: Vec<HeaderPattern>,
+    pub strip_headers: Vec<StripPattern>,
     pub hold_headers: bool,
     pub dry_run: bool,
 }

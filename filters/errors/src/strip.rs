@@ -3,6 +3,7 @@
 //! dropped from masked responses only: an unmasked response passes untouched
 //! (general response-header hygiene is the headers filter's job).
 
+use palisade_core::header_pattern::HeaderPattern;
 use serde::Deserialize;
 
 /// Stripped from masked responses unless `strip_headers` says otherwise.
@@ -21,56 +22,41 @@ pub const DEFAULT_STRIP_HEADERS: &[&str] = &[
     "x-envoy-upstream-service-time",
 ];
 
-/// A header name, or a prefix when it ends with `*` (`x-debug-*`).
+/// A header name, or a prefix when it ends with `*` (`x-debug-*`): the core's
+/// [`HeaderPattern`], read with surrounding blanks ignored and a strip-specific
+/// refusal of patterns that would strip everything.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
-pub struct HeaderPattern {
-    name: String,
-    prefix: bool,
-}
+pub struct StripPattern(HeaderPattern);
 
-impl TryFrom<String> for HeaderPattern {
+impl TryFrom<String> for StripPattern {
     type Error = String;
 
     fn try_from(raw: String) -> Result<Self, String> {
-        let lower = raw.trim().to_ascii_lowercase();
-        let (name, prefix) = match lower.strip_suffix('*') {
-            Some(p) => (p.to_string(), true),
-            None => (lower.clone(), false),
-        };
-        let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'+-.^_`|~".contains(&b);
-        if name.is_empty() {
+        let trimmed = raw.trim();
+        if trimmed.is_empty() || trimmed == "*" {
             return Err(format!(
                 "{raw:?} would strip every header: give a name or a prefix like \"x-debug-*\""
             ));
         }
-        if !name.bytes().all(token) {
-            return Err(format!(
-                "{raw:?} is not a header name (only a trailing '*' wildcard is allowed, no pseudo-headers)"
-            ));
-        }
-        Ok(HeaderPattern { name, prefix })
+        HeaderPattern::parse(trimmed).map(StripPattern)
     }
 }
 
-impl HeaderPattern {
+impl StripPattern {
     /// `name` must already be lowercase (hosts' header lists are, via the core).
     pub fn matches(&self, name: &str) -> bool {
-        if self.prefix {
-            name.starts_with(self.name.as_str())
-        } else {
-            name == self.name
-        }
+        self.0.matches(name)
     }
 }
 
-pub fn default_patterns() -> Vec<HeaderPattern> {
+pub fn default_patterns() -> Vec<StripPattern> {
     DEFAULT_STRIP_HEADERS
         .iter()
-        .filter_map(|h| HeaderPattern::try_from((*h).to_string()).ok())
+        .filter_map(|h| StripPattern::try_from((*h).to_string()).ok())
         .collect()
 }
 
-pub fn strips(patterns: &[HeaderPattern], name: &str) -> bool {
+pub fn strips(patterns: &[StripPattern], name: &str) -> bool {
     patterns.iter().any(|p| p.matches(name))
 }

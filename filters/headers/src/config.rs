@@ -6,8 +6,8 @@
 //! top level for the requests it matches (first match wins). Unknown fields are
 //! errors, so a typo can never silently turn a protection off.
 
-use crate::wildcard::{check_name, HeaderPattern};
 use palisade_core::config::{ConfigError, Validate};
+use palisade_core::header_pattern::{check_name, HeaderPattern};
 use palisade_core::method::Method;
 use palisade_core::route::{validate_rules, Match, Rule};
 use serde::{Deserialize, Deserializer};

@@ -14,7 +14,6 @@ pub mod config;
 pub mod policy;
 pub mod request;
 pub mod response;
-pub mod wildcard;
 
 use config::Config;
 use palisade_core::config::ConfigError;

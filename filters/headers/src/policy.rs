@@ -6,7 +6,7 @@
 //! per request.
 
 use crate::config::{RequestSettings, ResponseSettings};
-use crate::wildcard::{HeaderPattern, NameSet};
+use palisade_core::header_pattern::{HeaderPattern, NameSet};
 use palisade_core::method::Method;
 
 /// The settings of one layer, fully resolved (before compiling).

@@ -4,10 +4,10 @@ mod common;
 
 use common::Setup;
 use palisade_core::fake::FakeHost;
+use palisade_core::header_pattern::HeaderPattern;
 use palisade_core::{Level, Plugin};
 use palisade_headers::config::Config;
 use palisade_headers::policy::Settings;
-use palisade_headers::wildcard::HeaderPattern;
 use palisade_headers::HeadersPlugin;
 
 fn err(json: &str) -> String {

@@ -1,4 +1,6 @@
-//! Header names and `prefix-*` wildcards, checked and lowercased at load.
+//! Header names and `prefix-*` wildcards in filter configs (headers to
+//! remove, to keep, to strip from masked responses), checked and lowercased
+//! at load.
 //!
 //! Header names are case-insensitive and both hosts hand them to the filter
 //! lowercased (the core's `Host` guarantees it), so every pattern is lowercased
