@@ -1,9 +1,124 @@
 //! An in-memory [`Host`]: every filter decision is tested natively against it.
 
 use crate::headers::{add, find, remove, set};
-use crate::host::{Headers, Host, HostKind, Level};
-use std::cell::RefCell;
+use crate::host::{CallError, Headers, Host, HostKind, Level, Shared, SharedError};
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
+use std::fmt;
+use std::rc::Rc;
+
+/// A process-wide shared-data store with Envoy's semantics: every write
+/// bumps the entry's version, and a write carrying a stale version fails.
+/// Several [`FakeHost`]s holding the same store stand for worker VMs.
+#[derive(Debug, Default)]
+pub struct SharedStore {
+    entries: BTreeMap<String, (Vec<u8>, u32)>,
+    next_cas: u32,
+    /// When set, every write fails as on a host without a usable zone.
+    pub unavailable: bool,
+}
+
+impl SharedStore {
+    pub fn new() -> Rc<RefCell<SharedStore>> {
+        Rc::new(RefCell::new(SharedStore::default()))
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn keys(&self) -> Vec<String> {
+        self.entries.keys().cloned().collect()
+    }
+
+    /// Total bytes of keys and values held, for memory-bound tests.
+    pub fn bytes(&self) -> usize {
+        self.entries
+            .iter()
+            .map(|(k, (v, _))| k.len() + v.len())
+            .sum()
+    }
+
+    fn get(&self, key: &str) -> Shared {
+        match self.entries.get(key) {
+            Some((v, cas)) => Shared {
+                value: Some(v.clone()),
+                cas: Some(*cas),
+            },
+            None => Shared::default(),
+        }
+    }
+
+    fn set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), SharedError> {
+        if self.unavailable {
+            return Err(SharedError::Unavailable);
+        }
+        if let (Some((_, current)), Some(expected)) = (self.entries.get(key), cas) {
+            if *current != expected {
+                return Err(SharedError::CasMismatch);
+            }
+        }
+        self.next_cas = self.next_cas.wrapping_add(1).max(1);
+        self.entries
+            .insert(key.to_string(), (value.to_vec(), self.next_cas));
+        Ok(())
+    }
+}
+
+/// An outgoing call the filter made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordedCall {
+    Http {
+        token: u32,
+        upstream: String,
+        headers: Vec<(String, String)>,
+        body: Option<Vec<u8>>,
+        timeout_ms: u64,
+    },
+    Grpc {
+        token: u32,
+        cluster: String,
+        service: String,
+        method: String,
+        message: Vec<u8>,
+        timeout_ms: u64,
+    },
+}
+
+impl RecordedCall {
+    pub fn token(&self) -> u32 {
+        match self {
+            RecordedCall::Http { token, .. } | RecordedCall::Grpc { token, .. } => *token,
+        }
+    }
+}
+
+/// Answers foreign-function calls in tests (Envoy's `verify_signature`, say).
+#[derive(Clone, Default)]
+pub struct ForeignFunctions(Option<Rc<ForeignFn>>);
+
+/// A foreign function's behaviour: name and arguments in, result out.
+pub type ForeignFn = dyn Fn(&str, &[u8]) -> Option<Vec<u8>>;
+
+impl ForeignFunctions {
+    pub fn new(f: impl Fn(&str, &[u8]) -> Option<Vec<u8>> + 'static) -> Self {
+        ForeignFunctions(Some(Rc::new(f)))
+    }
+}
+
+impl fmt::Debug for ForeignFunctions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "ForeignFunctions(..)"
+        } else {
+            "ForeignFunctions(none)"
+        })
+    }
+}
 
 /// A local reply the filter asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +155,19 @@ pub struct FakeHost {
     pub logs: RefCell<Vec<(Level, String)>>,
     pub metric_names: Vec<String>,
     pub counters: BTreeMap<String, i64>,
+    /// Host clock, nanoseconds since the epoch.
+    pub clock: Cell<u64>,
+    pub shared: Rc<RefCell<SharedStore>>,
+    /// The buffered request body.
+    pub request_body: Vec<u8>,
+    pub calls: Vec<RecordedCall>,
+    /// When set, outgoing calls are refused as the host would (unknown cluster).
+    pub refuse_calls: bool,
+    pub foreign: ForeignFunctions,
+    pub foreign_calls: Vec<(String, Vec<u8>)>,
+    /// How many times the filter resumed a paused request.
+    pub resumed: u32,
+    next_token: u32,
 }
 
 impl FakeHost {
@@ -79,6 +207,30 @@ impl FakeHost {
         }
         self.response_body = body.to_vec();
         self
+    }
+
+    /// Another worker VM of the same proxy: same shared data and clock, fresh stream.
+    pub fn sibling(&self) -> FakeHost {
+        FakeHost {
+            kind: self.kind,
+            shared: Rc::clone(&self.shared),
+            clock: Cell::new(self.clock.get()),
+            ..FakeHost::default()
+        }
+    }
+
+    /// Sets the clock, in seconds since the epoch.
+    pub fn at_secs(self, secs: u64) -> Self {
+        self.clock.set(secs.saturating_mul(1_000_000_000));
+        self
+    }
+
+    pub fn advance_ms(&self, ms: u64) {
+        self.clock.set(
+            self.clock
+                .get()
+                .saturating_add(ms.saturating_mul(1_000_000)),
+        );
     }
 
     pub fn counter(&self, name: &str) -> i64 {
@@ -217,5 +369,97 @@ impl Host for FakeHost {
         if let Some(name) = self.metric_names.get(id as usize) {
             *self.counters.entry(name.clone()).or_insert(0) += by;
         }
+    }
+
+    fn now_nanos(&self) -> u64 {
+        self.clock.get()
+    }
+
+    fn shared_get(&self, key: &str) -> Shared {
+        self.shared.borrow().get(key)
+    }
+
+    fn shared_set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), SharedError> {
+        self.shared.borrow_mut().set(key, value, cas)
+    }
+
+    fn request_body(&self, start: usize, len: usize) -> Option<Vec<u8>> {
+        let end = start.saturating_add(len).min(self.request_body.len());
+        self.request_body
+            .get(start.min(end)..end)
+            .map(<[u8]>::to_vec)
+    }
+
+    fn set_request_body(&mut self, start: usize, len: usize, data: &[u8]) {
+        let start = start.min(self.request_body.len());
+        let end = start.saturating_add(len).min(self.request_body.len());
+        self.request_body.splice(start..end, data.iter().copied());
+    }
+
+    fn set_property(&mut self, path: &[&str], value: &[u8]) {
+        self.properties.insert(path.join("."), value.to_vec());
+    }
+
+    fn http_call(
+        &mut self,
+        upstream: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+        timeout_ms: u64,
+    ) -> Result<u32, CallError> {
+        if self.refuse_calls {
+            return Err(CallError::Refused);
+        }
+        self.next_token += 1;
+        self.calls.push(RecordedCall::Http {
+            token: self.next_token,
+            upstream: upstream.to_string(),
+            headers: headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+            body: body.map(<[u8]>::to_vec),
+            timeout_ms,
+        });
+        Ok(self.next_token)
+    }
+
+    fn grpc_call(
+        &mut self,
+        cluster: &str,
+        service: &str,
+        method: &str,
+        _metadata: &[(&str, &[u8])],
+        message: &[u8],
+        timeout_ms: u64,
+    ) -> Result<u32, CallError> {
+        if !self.kind.supports_grpc_calls() {
+            return Err(CallError::Unsupported);
+        }
+        if self.refuse_calls {
+            return Err(CallError::Refused);
+        }
+        self.next_token += 1;
+        self.calls.push(RecordedCall::Grpc {
+            token: self.next_token,
+            cluster: cluster.to_string(),
+            service: service.to_string(),
+            method: method.to_string(),
+            message: message.to_vec(),
+            timeout_ms,
+        });
+        Ok(self.next_token)
+    }
+
+    fn foreign_function(&mut self, name: &str, args: &[u8]) -> Option<Vec<u8>> {
+        if self.kind != HostKind::Envoy {
+            return None;
+        }
+        self.foreign_calls.push((name.to_string(), args.to_vec()));
+        self.foreign.0.as_ref().and_then(|f| f(name, args))
+    }
+
+    fn resume_request(&mut self) {
+        self.resumed += 1;
     }
 }

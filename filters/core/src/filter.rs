@@ -2,7 +2,7 @@
 //! the same code runs in Envoy, in Kong and in native tests.
 
 use crate::config::ConfigError;
-use crate::host::Host;
+use crate::host::{CallResponse, Host};
 use std::rc::Rc;
 
 /// Whether the host should go on with the stream.
@@ -45,6 +45,14 @@ pub trait HttpFilter {
     fn on_response_trailers(&mut self, _host: &mut dyn Host) -> Flow {
         Flow::Continue
     }
+
+    /// The answer to a call this stream made (after returning
+    /// [`Flow::Pause`] from a request callback). Request headers can still
+    /// be read and changed here. `Continue` resumes the request; return
+    /// `Pause` after a local reply, or to keep waiting for another call.
+    fn on_call_response(&mut self, _host: &mut dyn Host, _response: CallResponse) -> Flow {
+        Flow::Continue
+    }
 }
 
 /// A configured filter, shared by all requests of one VM.
@@ -58,6 +66,19 @@ pub trait Plugin: Sized + 'static {
     fn configure(config: &[u8], host: &mut dyn Host) -> Result<Self, ConfigError>;
 
     fn new_filter(plugin: &Rc<Self>) -> Self::Filter;
+
+    /// How often [`Plugin::on_tick`] runs in each VM, read once after configure.
+    fn tick_period_ms(&self) -> Option<u64> {
+        None
+    }
+
+    /// Background work of one VM (each worker has its own): refreshing
+    /// remote state, for example. Never panic here: on Kong a panicking tick
+    /// makes ticks multiply.
+    fn on_tick(&self, _host: &mut dyn Host) {}
+
+    /// The answer to a call made from [`Plugin::on_tick`] or `configure`.
+    fn on_call_response(&self, _host: &mut dyn Host, _response: CallResponse) {}
 }
 
 /// Exports a [`Plugin`] as the module's proxy-wasm entry point (wasm32-wasip1 only).

@@ -7,7 +7,9 @@
 
 use crate::filter::{Flow, HttpFilter, Plugin};
 use crate::headers;
-use crate::host::{Headers, Host, HostKind, Level, Phase, Resource};
+use crate::host::{
+    CallError, CallResponse, Headers, Host, HostKind, Level, Phase, Resource, Shared, SharedError,
+};
 use crate::problem::Problem;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -15,6 +17,122 @@ use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, Metr
 use std::cell::RefCell;
 use std::marker::PhantomData;
 use std::rc::Rc;
+use std::time::Duration;
+
+/// Raw ABI calls for the hostcalls whose SDK wrappers panic on statuses a
+/// host may legitimately return (a stream already gone, a full or missing
+/// shared-data zone). Statuses are read as plain integers: a value outside
+/// the SDK's enum must not be undefined behaviour.
+mod abi {
+    use std::ptr::{null, null_mut};
+
+    const OK: u32 = 0;
+    const NOT_FOUND: u32 = 1;
+    const CAS_MISMATCH: u32 = 8;
+    /// `proxy_continue_stream`'s stream type for the request.
+    const STREAM_REQUEST: u32 = 0;
+
+    #[link(wasm_import_module = "env")]
+    extern "C" {
+        fn proxy_get_shared_data(
+            key_data: *const u8,
+            key_size: usize,
+            return_value_data: *mut *mut u8,
+            return_value_size: *mut usize,
+            return_cas: *mut u32,
+        ) -> u32;
+        fn proxy_set_shared_data(
+            key_data: *const u8,
+            key_size: usize,
+            value_data: *const u8,
+            value_size: usize,
+            cas: u32,
+        ) -> u32;
+        fn proxy_set_property(
+            path_data: *const u8,
+            path_size: usize,
+            value_data: *const u8,
+            value_size: usize,
+        ) -> u32;
+        fn proxy_continue_stream(stream_type: u32) -> u32;
+        fn proxy_get_current_time_nanoseconds(return_time: *mut u64) -> u32;
+    }
+
+    /// `Err(())` when the host has no usable store.
+    pub fn get_shared(key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), ()> {
+        let mut data: *mut u8 = null_mut();
+        let mut size: usize = 0;
+        let mut cas: u32 = 0;
+        // SAFETY: the out-pointers are valid for the call; the host fills
+        // `data` with memory it obtained from this module's allocator.
+        let status = unsafe {
+            proxy_get_shared_data(key.as_ptr(), key.len(), &mut data, &mut size, &mut cas)
+        };
+        match status {
+            OK => {
+                let value = if data.is_null() {
+                    None
+                } else {
+                    // SAFETY: allocated by the SDK's exported allocator for `size` bytes.
+                    Some(unsafe { Vec::from_raw_parts(data, size, size) })
+                };
+                Ok((value, (cas != 0).then_some(cas)))
+            }
+            NOT_FOUND => Ok((None, None)),
+            _ => Err(()),
+        }
+    }
+
+    pub enum SetShared {
+        Done,
+        CasMismatch,
+        Failed,
+    }
+
+    pub fn set_shared(key: &str, value: &[u8], cas: Option<u32>) -> SetShared {
+        // SAFETY: pointers and lengths describe live slices.
+        let status = unsafe {
+            proxy_set_shared_data(
+                key.as_ptr(),
+                key.len(),
+                value.as_ptr(),
+                value.len(),
+                cas.unwrap_or(0),
+            )
+        };
+        match status {
+            OK => SetShared::Done,
+            CAS_MISMATCH => SetShared::CasMismatch,
+            _ => SetShared::Failed,
+        }
+    }
+
+    /// Property paths are NUL-separated segments.
+    pub fn set_property(path: &[&str], value: &[u8]) -> bool {
+        let serialized = path.join("\0");
+        let ptr = if value.is_empty() {
+            null()
+        } else {
+            value.as_ptr()
+        };
+        // SAFETY: pointers and lengths describe live buffers.
+        unsafe { proxy_set_property(serialized.as_ptr(), serialized.len(), ptr, value.len()) == OK }
+    }
+
+    pub fn resume_request() -> bool {
+        // SAFETY: no pointers involved.
+        unsafe { proxy_continue_stream(STREAM_REQUEST) == OK }
+    }
+
+    pub fn now_nanos() -> u64 {
+        let mut t: u64 = 0;
+        // SAFETY: valid out-pointer.
+        match unsafe { proxy_get_current_time_nanoseconds(&mut t) } {
+            OK => t,
+            _ => 0,
+        }
+    }
+}
 
 /// [`Host`] over the real proxy-wasm ABI.
 ///
@@ -240,6 +358,146 @@ impl Host for ProxyWasmHost {
     fn increment_counter(&mut self, id: u32, by: i64) {
         let _ = hostcalls::increment_metric(id, by);
     }
+
+    fn now_nanos(&self) -> u64 {
+        abi::now_nanos()
+    }
+
+    fn shared_get(&self, key: &str) -> Shared {
+        match abi::get_shared(key) {
+            Ok((value, cas)) => Shared { value, cas },
+            Err(()) => Shared::default(),
+        }
+    }
+
+    fn shared_set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), SharedError> {
+        match abi::set_shared(key, value, cas) {
+            abi::SetShared::Done => Ok(()),
+            abi::SetShared::CasMismatch => Err(SharedError::CasMismatch),
+            abi::SetShared::Failed => Err(SharedError::Unavailable),
+        }
+    }
+
+    fn request_body(&self, start: usize, len: usize) -> Option<Vec<u8>> {
+        if !self.phase.allows(Resource::RequestBody) {
+            return None;
+        }
+        hostcalls::get_buffer(BufferType::HttpRequestBody, start, len)
+            .ok()
+            .flatten()
+    }
+
+    fn set_request_body(&mut self, start: usize, len: usize, data: &[u8]) {
+        if self.phase.allows(Resource::RequestBody) {
+            let _ = hostcalls::set_buffer(BufferType::HttpRequestBody, start, len, data);
+        }
+    }
+
+    fn set_property(&mut self, path: &[&str], value: &[u8]) {
+        if !abi::set_property(path, value) {
+            self.log(
+                Level::Debug,
+                &format!("set_property {} refused", path.join(".")),
+            );
+        }
+    }
+
+    fn http_call(
+        &mut self,
+        upstream: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+        timeout_ms: u64,
+    ) -> Result<u32, CallError> {
+        hostcalls::dispatch_http_call(
+            upstream,
+            headers.to_vec(),
+            body,
+            Vec::new(),
+            Duration::from_millis(timeout_ms),
+        )
+        .map_err(|_| CallError::Refused)
+    }
+
+    fn grpc_call(
+        &mut self,
+        cluster: &str,
+        service: &str,
+        method: &str,
+        metadata: &[(&str, &[u8])],
+        message: &[u8],
+        timeout_ms: u64,
+    ) -> Result<u32, CallError> {
+        if !self.kind.supports_grpc_calls() {
+            return Err(CallError::Unsupported);
+        }
+        hostcalls::dispatch_grpc_call(
+            cluster,
+            service,
+            method,
+            metadata.to_vec(),
+            Some(message),
+            Duration::from_millis(timeout_ms),
+        )
+        .map_err(|_| CallError::Refused)
+    }
+
+    fn foreign_function(&mut self, name: &str, args: &[u8]) -> Option<Vec<u8>> {
+        // Kong kills the instance on an unknown foreign function: never try there.
+        if self.kind != HostKind::Envoy {
+            return None;
+        }
+        hostcalls::call_foreign_function(name, Some(args))
+            .ok()
+            .flatten()
+    }
+
+    fn resume_request(&mut self) {
+        if !abi::resume_request() {
+            self.log(Level::Debug, "resume_request refused: stream gone");
+        }
+    }
+}
+
+/// Collects an HTTP call's answer; a failed call has no headers and no status.
+fn http_call_response(token: u32, body_size: usize) -> CallResponse {
+    let headers: Headers = hostcalls::get_map_bytes(MapType::HttpCallResponseHeaders)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(n, v)| (n.to_ascii_lowercase(), v))
+        .collect();
+    let status = headers::find(&headers, ":status")
+        .and_then(|v| std::str::from_utf8(v).ok()?.trim().parse().ok());
+    let body = if body_size == 0 {
+        Vec::new()
+    } else {
+        hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+    };
+    CallResponse::Http {
+        token,
+        status,
+        headers,
+        body,
+    }
+}
+
+fn grpc_call_response(token: u32, status: u32, size: usize) -> CallResponse {
+    let message = if size == 0 {
+        Vec::new()
+    } else {
+        hostcalls::get_buffer(BufferType::GrpcReceiveBuffer, 0, size)
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+    };
+    CallResponse::Grpc {
+        token,
+        status,
+        message,
+    }
 }
 
 /// Registers `P` as the module's root context. Called from [`crate::export_plugin!`].
@@ -259,7 +517,37 @@ pub struct PluginRoot<P: Plugin> {
     kind: Option<HostKind>,
 }
 
-impl<P: Plugin> Context for PluginRoot<P> {}
+impl<P: Plugin> PluginRoot<P> {
+    fn root_host(&self) -> ProxyWasmHost {
+        match self.kind {
+            Some(kind) => ProxyWasmHost::new(kind),
+            None => ProxyWasmHost::detect(),
+        }
+    }
+
+    fn deliver(&self, response: CallResponse) {
+        if let Some(plugin) = &self.plugin {
+            let mut host = self.root_host();
+            plugin.on_call_response(&mut host, response);
+        }
+    }
+}
+
+impl<P: Plugin> Context for PluginRoot<P> {
+    fn on_http_call_response(
+        &mut self,
+        token: u32,
+        _headers: usize,
+        body: usize,
+        _trailers: usize,
+    ) {
+        self.deliver(http_call_response(token, body));
+    }
+
+    fn on_grpc_call_response(&mut self, token: u32, status: u32, size: usize) {
+        self.deliver(grpc_call_response(token, status, size));
+    }
+}
 
 impl<P: Plugin> RootContext for PluginRoot<P> {
     fn on_configure(&mut self, _size: usize) -> bool {
@@ -274,6 +562,9 @@ impl<P: Plugin> RootContext for PluginRoot<P> {
                     Level::Info,
                     &format!("palisade.{}: configured on {}", P::NAME, host.kind().name()),
                 );
+                if let Some(ms) = plugin.tick_period_ms() {
+                    let _ = hostcalls::set_tick_period(Duration::from_millis(ms.max(1)));
+                }
                 self.plugin = Some(Rc::new(plugin));
                 self.kind = Some(host.kind());
                 true
@@ -288,11 +579,15 @@ impl<P: Plugin> RootContext for PluginRoot<P> {
         }
     }
 
+    fn on_tick(&mut self) {
+        if let Some(plugin) = &self.plugin {
+            let mut host = self.root_host();
+            plugin.on_tick(&mut host);
+        }
+    }
+
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        let host = match self.kind {
-            Some(kind) => ProxyWasmHost::new(kind),
-            None => ProxyWasmHost::detect(),
-        };
+        let host = self.root_host();
         Some(match &self.plugin {
             Some(plugin) => Box::new(PluginHttp {
                 filter: P::new_filter(plugin),
@@ -336,7 +631,34 @@ fn action(flow: Flow) -> Action {
     }
 }
 
-impl<F: HttpFilter> Context for PluginHttp<F> {}
+impl<F: HttpFilter> PluginHttp<F> {
+    /// A call's answer arrives outside any stream callback: the stream stays
+    /// in the phase it paused in (so its headers remain reachable), with
+    /// fresh caches.
+    fn deliver(&mut self, response: CallResponse) {
+        let phase = self.host.phase;
+        self.host.enter(phase);
+        if self.filter.on_call_response(&mut self.host, response) == Flow::Continue {
+            self.host.resume_request();
+        }
+    }
+}
+
+impl<F: HttpFilter> Context for PluginHttp<F> {
+    fn on_http_call_response(
+        &mut self,
+        token: u32,
+        _headers: usize,
+        body: usize,
+        _trailers: usize,
+    ) {
+        self.deliver(http_call_response(token, body));
+    }
+
+    fn on_grpc_call_response(&mut self, token: u32, status: u32, size: usize) {
+        self.deliver(grpc_call_response(token, status, size));
+    }
+}
 
 impl<F: HttpFilter> HttpContext for PluginHttp<F> {
     fn on_http_request_headers(&mut self, _n: usize, end_of_stream: bool) -> Action {

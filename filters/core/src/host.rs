@@ -37,6 +37,7 @@ pub enum Phase {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Resource {
     RequestHeaders,
+    RequestBody,
     ResponseHeaders,
     ResponseTrailers,
     ResponseBody,
@@ -48,6 +49,7 @@ impl Phase {
             Resource::RequestHeaders => {
                 matches!(self, Phase::RequestHeaders | Phase::RequestBody)
             }
+            Resource::RequestBody => self == Phase::RequestBody,
             Resource::ResponseHeaders => matches!(
                 self,
                 Phase::ResponseHeaders | Phase::ResponseBody | Phase::ResponseTrailers
@@ -142,6 +144,51 @@ impl HostKind {
         self == HostKind::Kong
     }
 
+    /// Shared-data key for `key` of `filter`. Envoy shares one store between
+    /// every plugin with the same `vm_id` (Istio leaves it empty), so keys are
+    /// prefixed with the filter. On Kong a `/` selects the shm zone
+    /// (`zone/key`), so it must not appear: keys go to the default zone, the
+    /// one `nginx_wasm_shm_kv` sizes.
+    pub fn shared_key(self, filter: &str, key: &str) -> String {
+        let raw = format!("palisade.{filter}.{key}");
+        match self {
+            HostKind::Envoy => raw,
+            HostKind::Kong => raw.replace('/', "_"),
+        }
+    }
+
+    /// The `upstream` argument of an HTTP call: Envoy wants a configured
+    /// cluster's name, Kong a `host:port` it resolves itself.
+    pub fn http_call_upstream<'a>(self, cluster: &'a str, authority: &'a str) -> &'a str {
+        match self {
+            HostKind::Envoy => cluster,
+            HostKind::Kong => authority,
+        }
+    }
+
+    /// Kong's ngx_wasm_module implements no gRPC calls.
+    pub fn supports_grpc_calls(self) -> bool {
+        self == HostKind::Envoy
+    }
+
+    /// Envoy's `verify_signature` foreign function (BoringSSL in the host).
+    /// Kong has none, and calling an unknown foreign function there kills the
+    /// instance, so it is chosen by host, never probed.
+    pub fn has_verify_signature(self) -> bool {
+        self == HostKind::Envoy
+    }
+
+    /// Kong never calls the trailers callbacks.
+    pub fn has_trailers(self) -> bool {
+        self == HostKind::Envoy
+    }
+
+    /// Kong's shared-data zone may evict entries under memory pressure:
+    /// state kept there must tolerate disappearing.
+    pub fn shared_data_may_evict(self) -> bool {
+        self == HostKind::Kong
+    }
+
     /// The client's `Host`: Kong's `:authority` is the server's own name.
     pub fn authority_header(self) -> &'static str {
         match self {
@@ -151,7 +198,64 @@ impl HostKind {
     }
 }
 
+/// A shared-data entry: the value and the version to pass back for CAS.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Shared {
+    pub value: Option<Vec<u8>>,
+    /// `None` when the key does not exist yet (a write with `None` creates it).
+    pub cas: Option<u32>,
+}
+
+/// Why a shared-data write did not happen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SharedError {
+    /// Someone wrote the key since it was read: read again and retry.
+    CasMismatch,
+    /// The host has no usable store (Kong without an `shm_kv` zone, a full zone).
+    Unavailable,
+}
+
+/// Why an outgoing call was not dispatched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallError {
+    /// The host refused it (unknown cluster, bad arguments).
+    Refused,
+    /// The host cannot make this kind of call at all.
+    Unsupported,
+}
+
+/// The answer to an outgoing call, delivered to the context that made it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallResponse {
+    /// `status` is `None` (and `headers` empty) when the call failed without
+    /// an answer: reset, timeout, no healthy upstream.
+    Http {
+        token: u32,
+        status: Option<u16>,
+        headers: Headers,
+        body: Vec<u8>,
+    },
+    /// gRPC status code (0 = OK) and the response message.
+    Grpc {
+        token: u32,
+        status: u32,
+        message: Vec<u8>,
+    },
+}
+
+impl CallResponse {
+    pub fn token(&self) -> u32 {
+        match self {
+            CallResponse::Http { token, .. } | CallResponse::Grpc { token, .. } => *token,
+        }
+    }
+}
+
 /// Everything a filter may ask of its proxy for one request.
+///
+/// The methods after `increment_counter` have defaults meaning "this host
+/// cannot": test doubles that only need headers stay small, and a filter
+/// always has an answer to handle rather than a trap.
 pub trait Host {
     fn kind(&self) -> HostKind;
 
@@ -187,6 +291,69 @@ pub trait Host {
     /// Defines a counter; `None` if the host refused (then counting is a no-op).
     fn define_counter(&mut self, name: &str) -> Option<u32>;
     fn increment_counter(&mut self, id: u32, by: i64);
+
+    /// The host's clock, nanoseconds since the Unix epoch (0 if unknown).
+    fn now_nanos(&self) -> u64 {
+        0
+    }
+
+    fn shared_get(&self, _key: &str) -> Shared {
+        Shared::default()
+    }
+
+    /// Writes `key`; with `cas`, only if nobody wrote it since that read.
+    fn shared_set(
+        &mut self,
+        _key: &str,
+        _value: &[u8],
+        _cas: Option<u32>,
+    ) -> Result<(), SharedError> {
+        Err(SharedError::Unavailable)
+    }
+
+    /// Bytes of the buffered request body (request body callback only).
+    fn request_body(&self, _start: usize, _len: usize) -> Option<Vec<u8>> {
+        None
+    }
+
+    fn set_request_body(&mut self, _start: usize, _len: usize, _data: &[u8]) {}
+
+    /// Envoy keeps it as filter state, readable by later wasm filters of the
+    /// same request through [`Host::property`] with the same path.
+    fn set_property(&mut self, _path: &[&str], _value: &[u8]) {}
+
+    /// An HTTP call; the answer comes to `on_call_response` with the token.
+    /// `upstream` from [`HostKind::http_call_upstream`].
+    fn http_call(
+        &mut self,
+        _upstream: &str,
+        _headers: &[(&str, &str)],
+        _body: Option<&[u8]>,
+        _timeout_ms: u64,
+    ) -> Result<u32, CallError> {
+        Err(CallError::Unsupported)
+    }
+
+    /// A unary gRPC call (Envoy only, see [`HostKind::supports_grpc_calls`]).
+    fn grpc_call(
+        &mut self,
+        _cluster: &str,
+        _service: &str,
+        _method: &str,
+        _metadata: &[(&str, &[u8])],
+        _message: &[u8],
+        _timeout_ms: u64,
+    ) -> Result<u32, CallError> {
+        Err(CallError::Unsupported)
+    }
+
+    /// A host foreign function; `None` if the host has none or it failed.
+    fn foreign_function(&mut self, _name: &str, _args: &[u8]) -> Option<Vec<u8>> {
+        None
+    }
+
+    /// Lets a request paused for an outgoing call go on.
+    fn resume_request(&mut self) {}
 
     /// A header's value as text, if it is UTF-8.
     fn request_header_str(&self, name: &str) -> Option<String> {

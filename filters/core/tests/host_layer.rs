@@ -118,3 +118,104 @@ fn header_maps_and_bodies_are_only_touched_in_their_own_phase() {
     assert!(!Phase::ResponseBody.allows(Resource::ResponseTrailers));
     assert!(Phase::ResponseTrailers.allows(Resource::ResponseTrailers));
 }
+
+#[test]
+fn shared_data_keys_are_per_filter_and_carry_no_kong_zone_separator() {
+    assert_eq!(
+        HostKind::Envoy.shared_key("jwt", "jwks/corp"),
+        "palisade.jwt.jwks/corp"
+    );
+    // On Kong `zone/key` would select a zone named `palisade.jwt.jwks`.
+    assert_eq!(
+        HostKind::Kong.shared_key("jwt", "jwks/corp"),
+        "palisade.jwt.jwks_corp"
+    );
+    assert_ne!(
+        HostKind::Envoy.shared_key("jwt", "k"),
+        HostKind::Envoy.shared_key("ratelimit", "k")
+    );
+}
+
+#[test]
+fn http_calls_target_a_cluster_on_envoy_and_host_port_on_kong() {
+    assert_eq!(
+        HostKind::Envoy.http_call_upstream("idp", "id.example.com:443"),
+        "idp"
+    );
+    assert_eq!(
+        HostKind::Kong.http_call_upstream("idp", "id.example.com:443"),
+        "id.example.com:443"
+    );
+}
+
+#[test]
+fn features_kong_lacks_are_known_before_any_call() {
+    assert!(HostKind::Envoy.supports_grpc_calls());
+    assert!(!HostKind::Kong.supports_grpc_calls());
+    assert!(HostKind::Envoy.has_verify_signature());
+    assert!(!HostKind::Kong.has_verify_signature());
+    assert!(HostKind::Envoy.has_trailers());
+    assert!(!HostKind::Kong.has_trailers());
+    assert!(HostKind::Kong.shared_data_may_evict());
+    assert!(!HostKind::Envoy.shared_data_may_evict());
+}
+
+#[test]
+fn kong_is_never_asked_for_grpc_or_foreign_functions() {
+    use palisade_core::fake::ForeignFunctions;
+    use palisade_core::host::CallError;
+    let mut kong = FakeHost::kong();
+    kong.foreign = ForeignFunctions::new(|_, _| Some(vec![8, 1]));
+    assert_eq!(
+        kong.grpc_call("rls", "svc", "M", &[], b"", 100),
+        Err(CallError::Unsupported)
+    );
+    assert_eq!(kong.foreign_function("verify_signature", b"x"), None);
+    assert!(kong.foreign_calls.is_empty());
+
+    let mut envoy = FakeHost::new();
+    envoy.foreign = ForeignFunctions::new(|_, _| Some(vec![8, 1]));
+    assert_eq!(
+        envoy.foreign_function("verify_signature", b"x"),
+        Some(vec![8, 1])
+    );
+    assert!(envoy.grpc_call("rls", "svc", "M", &[], b"", 100).is_ok());
+}
+
+#[test]
+fn shared_data_writes_with_a_stale_version_fail_across_workers() {
+    use palisade_core::host::SharedError;
+    let mut a = FakeHost::new();
+    let mut b = a.sibling();
+    assert_eq!(a.shared_get("k").value, None);
+    a.shared_set("k", b"1", None).unwrap();
+    let seen_a = a.shared_get("k");
+    let seen_b = b.shared_get("k");
+    assert_eq!(seen_b.value.as_deref(), Some(&b"1"[..]));
+    b.shared_set("k", b"2", seen_b.cas).unwrap();
+    assert_eq!(
+        a.shared_set("k", b"3", seen_a.cas),
+        Err(SharedError::CasMismatch)
+    );
+    let fresh = a.shared_get("k");
+    a.shared_set("k", b"3", fresh.cas).unwrap();
+    assert_eq!(b.shared_get("k").value.as_deref(), Some(&b"3"[..]));
+}
+
+#[test]
+fn properties_set_by_one_filter_are_read_back_by_the_next() {
+    let mut h = FakeHost::new();
+    h.set_property(&["palisade", "jwt", "sub"], b"alice");
+    assert_eq!(
+        h.property(&["palisade", "jwt", "sub"]).as_deref(),
+        Some(&b"alice"[..])
+    );
+}
+
+#[test]
+fn the_request_body_is_readable_only_in_its_own_phase() {
+    use palisade_core::host::{Phase, Resource};
+    assert!(Phase::RequestBody.allows(Resource::RequestBody));
+    assert!(!Phase::RequestHeaders.allows(Resource::RequestBody));
+    assert!(!Phase::ResponseBody.allows(Resource::RequestBody));
+}
