@@ -125,6 +125,27 @@ class Variant:
     check: Optional[Callable[[int, dict, bytes], Optional[str]]] = None
     filter_cost_of: Optional[str] = None  # Palisade filter name, for the ratio lines
     note: str = ""
+    # The request wrk sends (default: GET REQUEST_PATH with REQUEST_HEADERS).
+    method: str = "GET"
+    request_headers: dict = field(default_factory=dict)
+    request_body: bytes = b""
+    # (header, values): each request takes the next value, cycling (distinct tokens).
+    rotate_header: Optional[tuple] = None
+    # Status(es) every answer must have; default: `status`. An int or a set of ints.
+    expected_status: Optional[object] = None
+    clusters: list = field(default_factory=list)  # extra Envoy clusters, raw dicts
+
+    def accepts(self) -> set:
+        e = self.status if self.expected_status is None else self.expected_status
+        return set(e) if isinstance(e, (set, frozenset, list, tuple)) else {e}
+
+    def first_request(self) -> tuple[str, dict, bytes]:
+        headers = dict(REQUEST_HEADERS)
+        headers.update(self.request_headers)
+        if self.rotate_header:
+            name, values = self.rotate_header
+            headers[name] = values[0]
+        return self.method, headers, self.request_body
 
 
 def wasm_filter(name: str, module: Path, configuration: str) -> dict:
@@ -257,6 +278,39 @@ def probe_key(path: Path) -> str:
     return path.stem.replace("_", "-")
 
 
+class VariantContext:
+    """What a `benches/variants_<filter>.py` module gets to build its variants."""
+
+    def __init__(self, dist: Path, notes: list):
+        self.dist = dist
+        self.notes = notes
+        self.Variant = Variant
+        self.wasm_filter = wasm_filter
+        self.request_path = REQUEST_PATH
+
+    def empty_filter(self) -> Optional[list]:
+        empty = self.dist / "bench" / "palisade_empty.wasm"
+        return [wasm_filter("empty", empty, "{}")] if empty.is_file() else None
+
+
+def filter_variants(dist: Path, notes: list) -> list:
+    """Variants contributed by each filter's `benches/variants_<name>.py`."""
+    import importlib.util
+
+    found = []
+    for path in sorted(BENCH_DIR.glob("variants_*.py")):
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        if spec is None or spec.loader is None:
+            continue
+        module = importlib.util.module_from_spec(spec)
+        try:
+            spec.loader.exec_module(module)
+            found.extend(module.variants(VariantContext(dist, notes)))
+        except Exception as e:  # a broken contribution must not hide the others
+            notes.append(f"{path.name}: {type(e).__name__}: {e}")
+    return found
+
+
 def build_variants(dist: Path, overrides: dict) -> tuple[list[Variant], list[str]]:
     """All variants that can run with what is in `dist`, plus notes on skipped ones."""
     notes: list[str] = []
@@ -356,6 +410,7 @@ def build_variants(dist: Path, overrides: dict) -> tuple[list[Variant], list[str
             )
         )
 
+    v.extend(filter_variants(dist, notes))
     v.append(
         Variant(
             "native-header-mutation",
@@ -411,7 +466,7 @@ def envoy_config(variant: Variant, port: int, admin_port: int) -> dict:
         ],
     }
     hcm.update(variant.hcm_extra)
-    return {
+    config = {
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
         "static_resources": {
             "listeners": [
@@ -432,6 +487,9 @@ def envoy_config(variant: Variant, port: int, admin_port: int) -> dict:
             ]
         },
     }
+    if variant.clusters:
+        config["static_resources"]["clusters"] = variant.clusters
+    return config
 
 
 # --------------------------------------------------------------------------- #
@@ -478,10 +536,11 @@ def die_with_parent() -> None:
         pass
 
 
-def http_get(port: int, timeout: float = 2.0) -> tuple[int, dict, bytes]:
+def http_get(port: int, timeout: float = 2.0, request: Optional[tuple] = None) -> tuple[int, dict, bytes]:
+    method, headers, body = request or ("GET", REQUEST_HEADERS, b"")
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
-        conn.request("GET", REQUEST_PATH, headers=REQUEST_HEADERS)
+        conn.request(method, REQUEST_PATH, body=body or None, headers=headers)
         resp = conn.getresponse()
         return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
     finally:
@@ -520,7 +579,7 @@ class Envoy:
             return ""
         return " | ".join(line[-200:] for line in lines[-n:])
 
-    def wait_ready(self, expected_status: int, timeout: float = 30.0) -> tuple[int, dict, bytes]:
+    def wait_ready(self, request: tuple, timeout: float = 30.0) -> tuple[int, dict, bytes]:
         """Waits for the admin `/ready` and a first answer on the listener."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -532,7 +591,7 @@ class Envoy:
                 ready = conn.getresponse().status == 200
                 conn.close()
                 if ready:
-                    return http_get(self.port)
+                    return http_get(self.port, request=request)
             except OSError:
                 pass
             time.sleep(0.05)
@@ -587,15 +646,46 @@ end
 """
 
 
-def write_lua(workdir: Path) -> Path:
-    headers = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in REQUEST_HEADERS.items())
-    path = workdir / "bench.lua"
-    path.write_text(WRK_LUA % {"path": REQUEST_PATH, "headers": headers})
+def lua_string(value) -> str:
+    """A Lua long-bracket literal holding `value` verbatim."""
+    text = value.decode("latin-1") if isinstance(value, bytes) else str(value)
+    level = 0
+    while f"]{'=' * level}]" in text:
+        level += 1
+    eq = "=" * level
+    return f"[{eq}[{text}]{eq}]"
+
+
+def write_lua(workdir: Path, variant: Optional[Variant] = None) -> Path:
+    """The wrk script for `variant` (default: the plain GET every baseline sends)."""
+    headers = dict(REQUEST_HEADERS)
+    setup = []
+    if variant is not None:
+        headers.update(variant.request_headers)
+        if variant.method != "GET":
+            setup.append(f'wrk.method = "{variant.method}"')
+        if variant.request_body:
+            setup.append(f"wrk.body = {lua_string(variant.request_body)}")
+    lines = [f"wrk.headers[ {lua_string(k)} ] = {lua_string(v)}" for k, v in headers.items()]
+    lines += setup
+    if variant is not None and variant.rotate_header:
+        name, values = variant.rotate_header
+        lines.append("local rotating = {" + ",\n".join(lua_string(v) for v in values) + "}")
+        lines.append(
+            "local turn = 0\n"
+            "request = function()\n"
+            "  turn = turn % #rotating + 1\n"
+            f"  wrk.headers[ {lua_string(name)} ] = rotating[turn]\n"
+            "  return wrk.format()\n"
+            "end"
+        )
+    path = workdir / f"bench-{variant.key if variant else 'default'}.lua"
+    path.write_text(WRK_LUA % {"path": REQUEST_PATH, "headers": "\n".join(lines)})
     return path
 
 
 def run_wrk(
-    wrk: str, lua: Path, port: int, conns: int, seconds: float, core: str, rt: bool, expected: int
+    wrk: str, lua: Path, port: int, conns: int, seconds: float, core: str, rt: bool, expected: set
 ) -> dict:
     """One closed-loop wrk run; raises BenchError on socket errors or wrong statuses."""
     cmd = pinned(
@@ -618,9 +708,9 @@ def run_wrk(
     sock_errors = res["connect"] + res["read"] + res["write"] + res["timeout"]
     if sock_errors:
         raise BenchError(f"wrk socket errors at c{conns}: {int(sock_errors)}")
-    wrong = {c: n for c, n in codes.items() if c != expected}
+    wrong = {c: n for c, n in codes.items() if c not in expected}
     if wrong or res["requests"] == 0:
-        raise BenchError(f"expected only {expected}, got {codes}")
+        raise BenchError(f"expected only {sorted(expected)}, got {codes}")
     res["rps"] = res["requests"] / (res["duration_us"] / 1e6)
     return res
 
@@ -645,6 +735,7 @@ class Running:
 
     variant: Variant
     envoy: Envoy
+    lua: Path
     p50: list = field(default_factory=list)
     p99: list = field(default_factory=list)
     rps: list = field(default_factory=list)
@@ -654,30 +745,31 @@ class Running:
     rss_kib: Optional[int] = None
 
 
-def start(args, v: Variant, workdir: Path, lua: Path, rt: bool) -> Running:
+def start(args, v: Variant, workdir: Path, rt: bool) -> Running:
     """Starts the variant's Envoy, checks its answer, warms it up."""
     envoy = Envoy(args.envoy, v, workdir, args.envoy_core, rt, v.key)
-    run = Running(v, envoy)
+    lua = write_lua(workdir, v)
+    run = Running(v, envoy, lua)
     try:
-        status, headers, body = envoy.wait_ready(v.status)
-        if status != v.status:
-            raise BenchError(f"expected status {v.status}, got {status}: {body[:160]!r}")
+        status, headers, body = envoy.wait_ready(v.first_request())
+        if status not in v.accepts():
+            raise BenchError(f"expected status {sorted(v.accepts())}, got {status}: {body[:160]!r}")
         if v.check:
             problem = v.check(status, headers, body)
             if problem:
                 raise BenchError(problem)
         # V8 tiers hot wasm functions up; the first requests are not representative.
-        run_wrk(args.wrk, lua, envoy.port, 16, args.warmup, args.wrk_core, rt, v.status)
+        run_wrk(args.wrk, lua, envoy.port, 16, args.warmup, args.wrk_core, rt, v.accepts())
     except BaseException:
         envoy.stop()
         raise
     return run
 
 
-def slice_c1(args, run: Running, lua: Path, rt: bool) -> dict:
+def slice_c1(args, run: Running, rt: bool) -> dict:
     if run.envoy.proc.poll() is not None:
         raise BenchError(f"envoy exited with {run.envoy.proc.returncode}: {run.envoy.log_tail()}")
-    return run_wrk(args.wrk, lua, run.envoy.port, 1, args.duration, args.wrk_core, rt, run.variant.status)
+    return run_wrk(args.wrk, run.lua, run.envoy.port, 1, args.duration, args.wrk_core, rt, run.variant.accepts())
 
 
 def med(xs: list) -> Optional[float]:
@@ -936,7 +1028,6 @@ def main() -> int:
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
 
     workdir = Path(tempfile.mkdtemp(prefix="palisade-bench-"))
-    lua = write_lua(workdir)
     runs: dict[str, Running] = {}
     errors: dict[str, str] = {}
 
@@ -950,7 +1041,7 @@ def main() -> int:
         for v in variants:
             log(f"starting {v.key} ...")
             try:
-                runs[v.key] = start(args, v, workdir, lua, rt)
+                runs[v.key] = start(args, v, workdir, rt)
             except (BenchError, subprocess.SubprocessError, OSError) as e:
                 fail(v.key, e)
         if "router" not in runs:
@@ -965,7 +1056,7 @@ def main() -> int:
             log(f"round {r + 1}/{args.rounds}: latency (c1), router slices between variants")
             router = runs["router"]
             try:
-                prev = slice_c1(args, router, lua, rt)
+                prev = slice_c1(args, router, rt)
             except (BenchError, subprocess.SubprocessError, OSError) as e:
                 fail("router", e)
                 break
@@ -974,12 +1065,12 @@ def main() -> int:
             raw: dict[str, float] = {}
             for key in others:
                 try:
-                    res = slice_c1(args, runs[key], lua, rt)
+                    res = slice_c1(args, runs[key], rt)
                 except (BenchError, subprocess.SubprocessError, OSError) as e:
                     fail(key, e)
                     continue
                 try:
-                    nxt = slice_c1(args, router, lua, rt)
+                    nxt = slice_c1(args, router, rt)
                 except (BenchError, subprocess.SubprocessError, OSError) as e:
                     fail("router", e)
                     break
@@ -1005,8 +1096,8 @@ def main() -> int:
                     continue
                 run = runs[key]
                 try:
-                    res = run_wrk(args.wrk, lua, run.envoy.port, 16, args.duration, args.wrk_core, rt,
-                                  run.variant.status)
+                    res = run_wrk(args.wrk, run.lua, run.envoy.port, 16, args.duration, args.wrk_core, rt,
+                                  run.variant.accepts())
                     run.rps.append(res["rps"])
                     rps[key] = res["rps"]
                     log(f"    {key}: {res['rps']:,.0f} req/s")
