@@ -136,3 +136,18 @@ impl NameSet {
         self.exact.is_empty() && self.prefixes.is_empty()
     }
 }
+
+/// A header name or a `prefix-*` wildcard (RFC 9110 token characters).
+impl schemars::JsonSchema for HeaderPattern {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "HeaderPattern".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({"type": "string", "pattern": "^[!#$%&'+.^_`|~0-9A-Za-z-]+[*]?$"})
+    }
+}

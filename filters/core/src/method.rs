@@ -62,3 +62,19 @@ impl<'de> Deserialize<'de> for Method {
         Method::parse(&s).ok_or_else(|| serde::de::Error::custom(format!("unknown method {s:?}")))
     }
 }
+
+/// The method names a config may use; anything else is refused at load.
+impl schemars::JsonSchema for Method {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Method".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let names: Vec<&str> = Method::ALL.iter().map(|m| m.as_str()).collect();
+        schemars::json_schema!({"type": "string", "enum": names})
+    }
+}

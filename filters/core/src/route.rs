@@ -137,3 +137,35 @@ pub fn validate_rules<R: Rule>(rules: &[R]) -> Result<(), ConfigError> {
     }
     Ok(())
 }
+
+/// A route `match`: at most one of `prefix`, `path`, `path_template`; no
+/// other fields (the config loader refuses them too).
+impl schemars::JsonSchema for Match {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Match".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let method = generator.subschema_for::<Method>();
+        schemars::json_schema!({
+            "type": "object",
+            "additionalProperties": false,
+            "properties": {
+                "prefix": {"type": "string", "pattern": "^/"},
+                "path": {"type": "string", "pattern": "^/"},
+                "path_template": {"type": "string", "pattern": "^/"},
+                "methods": {"type": "array", "items": method, "minItems": 1},
+                "route_name": {"type": "string"}
+            },
+            "not": {"anyOf": [
+                {"required": ["prefix", "path"]},
+                {"required": ["prefix", "path_template"]},
+                {"required": ["path", "path_template"]}
+            ]}
+        })
+    }
+}

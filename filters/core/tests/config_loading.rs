@@ -99,3 +99,18 @@ fn hostile_config_bytes_never_panic() {
         assert!(load::<Cfg>(input).is_err());
     }
 }
+
+#[test]
+fn shared_config_types_describe_themselves_as_json_schema() {
+    use palisade_core::route::Match;
+    let schema = serde_json::to_value(schemars::schema_for!(Match)).unwrap();
+    assert_eq!(schema["additionalProperties"], false);
+    let methods = &schema["properties"]["methods"]["items"]["enum"];
+    assert!(methods.as_array().unwrap().iter().any(|m| m == "GET"));
+    assert!(!methods.as_array().unwrap().iter().any(|m| m == "GTE"));
+    let pattern = serde_json::to_value(schemars::schema_for!(
+        palisade_core::header_pattern::HeaderPattern
+    ))
+    .unwrap();
+    assert!(pattern["pattern"].as_str().unwrap().ends_with("[*]?$"));
+}
