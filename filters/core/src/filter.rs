@@ -28,6 +28,13 @@ pub trait HttpFilter {
         Flow::Continue
     }
 
+    /// Request trailers end a stream whose last body callback did not say
+    /// `end_of_stream` (HTTP/2, gRPC): a filter buffering the body must
+    /// finish its check here, or the request would go on unchecked.
+    fn on_request_trailers(&mut self, _host: &mut dyn Host) -> Flow {
+        Flow::Continue
+    }
+
     fn on_response_headers(&mut self, _host: &mut dyn Host, _end_of_stream: bool) -> Flow {
         Flow::Continue
     }

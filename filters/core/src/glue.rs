@@ -145,6 +145,10 @@ mod abi {
 pub struct ProxyWasmHost {
     kind: HostKind,
     phase: Phase,
+    /// Set once a request callback let the request go on: its headers have
+    /// left for the upstream, and Envoy answers a later write to them with
+    /// a status the SDK turns into a trap, so such writes are dropped.
+    request_headers_sent: bool,
     request: RefCell<Option<Headers>>,
     response: RefCell<Option<Headers>>,
 }
@@ -162,6 +166,7 @@ impl ProxyWasmHost {
         ProxyWasmHost {
             kind,
             phase: Phase::Root,
+            request_headers_sent: false,
             request: RefCell::new(None),
             response: RefCell::new(None),
         }
@@ -174,9 +179,22 @@ impl ProxyWasmHost {
         self.response = RefCell::new(None);
     }
 
+    /// Whether `map` may be written now (see `request_headers_sent`).
+    fn writable(&self, map: MapType) -> Option<MapType> {
+        if map == MapType::HttpRequestHeaders && self.request_headers_sent {
+            let _ = hostcalls::log(
+                LogLevel::Debug,
+                "palisade: request header write after the headers were sent: dropped",
+            );
+            return None;
+        }
+        self.map(map)
+    }
+
     fn map(&self, map: MapType) -> Option<MapType> {
         let resource = match map {
             MapType::HttpRequestHeaders => Resource::RequestHeaders,
+            MapType::HttpRequestTrailers => Resource::RequestHeaders,
             MapType::HttpResponseHeaders => Resource::ResponseHeaders,
             MapType::HttpResponseTrailers => Resource::ResponseTrailers,
             _ => return None,
@@ -238,21 +256,21 @@ impl ProxyWasmHost {
     }
 
     fn set_header(&self, map: MapType, name: &str, value: &[u8]) {
-        if let Some(m) = self.map(map) {
+        if let Some(m) = self.writable(map) {
             let _ = hostcalls::set_map_value_bytes(m, name, Some(value));
             self.update_cache(m, |h| headers::set(h, name, value));
         }
     }
 
     fn add_header(&self, map: MapType, name: &str, value: &[u8]) {
-        if let Some(m) = self.map(map) {
+        if let Some(m) = self.writable(map) {
             let _ = hostcalls::add_map_value_bytes(m, name, value);
             self.update_cache(m, |h| headers::add(h, name, value));
         }
     }
 
     fn remove_header(&self, map: MapType, name: &str) {
-        if let Some(m) = self.map(map) {
+        if let Some(m) = self.writable(map) {
             let _ = hostcalls::remove_map_value(m, name);
             self.update_cache(m, |h| headers::remove(h, name));
         }
@@ -632,6 +650,14 @@ fn action(flow: Flow) -> Action {
 }
 
 impl<F: HttpFilter> PluginHttp<F> {
+    /// A request callback's verdict; `Continue` sends the headers upstream.
+    fn request_flow(&mut self, flow: Flow) -> Action {
+        if flow == Flow::Continue {
+            self.host.request_headers_sent = true;
+        }
+        action(flow)
+    }
+
     /// A call's answer arrives outside any stream callback: the stream stays
     /// in the phase it paused in (so its headers remain reachable), with
     /// fresh caches.
@@ -640,6 +666,7 @@ impl<F: HttpFilter> PluginHttp<F> {
         self.host.enter(phase);
         if self.filter.on_call_response(&mut self.host, response) == Flow::Continue {
             self.host.resume_request();
+            self.host.request_headers_sent = true;
         }
     }
 }
@@ -663,18 +690,24 @@ impl<F: HttpFilter> Context for PluginHttp<F> {
 impl<F: HttpFilter> HttpContext for PluginHttp<F> {
     fn on_http_request_headers(&mut self, _n: usize, end_of_stream: bool) -> Action {
         self.host.enter(Phase::RequestHeaders);
-        action(
-            self.filter
-                .on_request_headers(&mut self.host, end_of_stream),
-        )
+        let flow = self
+            .filter
+            .on_request_headers(&mut self.host, end_of_stream);
+        self.request_flow(flow)
     }
 
     fn on_http_request_body(&mut self, size: usize, end_of_stream: bool) -> Action {
         self.host.enter(Phase::RequestBody);
-        action(
-            self.filter
-                .on_request_body(&mut self.host, size, end_of_stream),
-        )
+        let flow = self
+            .filter
+            .on_request_body(&mut self.host, size, end_of_stream);
+        self.request_flow(flow)
+    }
+
+    fn on_http_request_trailers(&mut self, _n: usize) -> Action {
+        self.host.enter(Phase::RequestTrailers);
+        let flow = self.filter.on_request_trailers(&mut self.host);
+        self.request_flow(flow)
     }
 
     fn on_http_response_headers(&mut self, _n: usize, end_of_stream: bool) -> Action {

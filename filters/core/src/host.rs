@@ -28,6 +28,7 @@ pub enum Phase {
     Root,
     RequestHeaders,
     RequestBody,
+    RequestTrailers,
     ResponseHeaders,
     ResponseBody,
     ResponseTrailers,
@@ -46,10 +47,15 @@ pub enum Resource {
 impl Phase {
     pub fn allows(self, resource: Resource) -> bool {
         match resource {
-            Resource::RequestHeaders => {
-                matches!(self, Phase::RequestHeaders | Phase::RequestBody)
+            Resource::RequestHeaders => matches!(
+                self,
+                Phase::RequestHeaders | Phase::RequestBody | Phase::RequestTrailers
+            ),
+            // As on responses: a body buffered by earlier Pauses is still
+            // there when the trailers end the stream.
+            Resource::RequestBody => {
+                matches!(self, Phase::RequestBody | Phase::RequestTrailers)
             }
-            Resource::RequestBody => self == Phase::RequestBody,
             Resource::ResponseHeaders => matches!(
                 self,
                 Phase::ResponseHeaders | Phase::ResponseBody | Phase::ResponseTrailers

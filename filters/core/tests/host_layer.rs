@@ -216,6 +216,9 @@ fn properties_set_by_one_filter_are_read_back_by_the_next() {
 fn the_request_body_is_readable_only_in_its_own_phase() {
     use palisade_core::host::{Phase, Resource};
     assert!(Phase::RequestBody.allows(Resource::RequestBody));
+    // Trailers end an HTTP/2 request: its buffered body must still be judged.
+    assert!(Phase::RequestTrailers.allows(Resource::RequestBody));
+    assert!(Phase::RequestTrailers.allows(Resource::RequestHeaders));
     assert!(!Phase::RequestHeaders.allows(Resource::RequestBody));
     assert!(!Phase::ResponseBody.allows(Resource::RequestBody));
 }
