@@ -1,0 +1,608 @@
+//! `palisade-ratelimit`: per-client rate limits and quotas.
+//!
+//! A request takes the first rule whose `match` applies and must be admitted
+//! by every limit of that rule (token buckets keyed by client address,
+//! headers, route, method, path or JWT claims). In local mode the buckets
+//! live in the proxy's shared data, exact across worker threads and bounded
+//! in memory ([`table`]); in global mode an RLS v3 service decides
+//! ([`global`]). Over the limit: 429 problem+json with `Retry-After`, or
+//! gRPC `RESOURCE_EXHAUSTED` ([`answer`]).
+//!
+//! Pure core, thin glue: every decision is plain Rust over [`Host`], tested
+//! natively with `FakeHost`; the proxy-wasm adapter is the core's
+//! `export_plugin!`. See README.md for the config reference.
+
+pub mod answer;
+pub mod bucket;
+pub mod config;
+pub mod global;
+pub mod key;
+pub mod table;
+
+use answer::LimitState;
+use bucket::Rate;
+use config::{
+    ClaimFrom, ClaimSource, ClientIpConfig, Config, GlobalConfig, KeyPart, Mode, OnError,
+    OnMissingKey, ResponseHeaders,
+};
+use key::{Key, KeyInput};
+use palisade_core::config::ConfigError;
+use palisade_core::context::{RouteFacts, DENIED_BY_HEADER};
+use palisade_core::host::CallResponse;
+use palisade_core::metrics::{Counter, Metrics};
+use palisade_core::route::{needs_route_name, Match, Rule};
+use palisade_core::{Denial, Flow, Host, HostKind, HttpFilter, Level, Plugin, RequestContext};
+use std::rc::Rc;
+use table::{Outcome, Table, Want};
+
+palisade_core::export_plugin!(RateLimitPlugin);
+
+/// The filter's name: metrics `palisade.ratelimit.*`, decision header `x-palisade-ratelimit`.
+pub const NAME: &str = "ratelimit";
+
+/// Events counted besides `denied.<reason>`, `shadow_denied.<reason>` and the
+/// per-limit `limited.<name>` / `shadow_limited.<name>`.
+pub const EVENTS: [&str; 7] = [
+    "allowed",
+    "evicted",
+    "contention",
+    "store_unavailable",
+    "global_error",
+    "global_timeout",
+    "global_fallback_local",
+];
+
+/// The JSON Schema of the config (Kong's `meta.json`, `palisade schema`).
+pub fn config_schema() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(Config)).unwrap_or_default()
+}
+
+/// The validation `configure` does, without a host (`palisade check`).
+pub fn check_config(json: &[u8], host: HostKind) -> Result<(), ConfigError> {
+    let config: Config = palisade_core::config::load(json)?;
+    config.check_host(host)
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Counters {
+    allowed: Counter,
+    evicted: Counter,
+    contention: Counter,
+    store_unavailable: Counter,
+    global_error: Counter,
+    global_timeout: Counter,
+    global_fallback_local: Counter,
+    denied_limited: Counter,
+}
+
+impl Counters {
+    fn resolve(m: &Metrics) -> Counters {
+        Counters {
+            allowed: m.counter("allowed"),
+            evicted: m.counter("evicted"),
+            contention: m.counter("contention"),
+            store_unavailable: m.counter("store_unavailable"),
+            global_error: m.counter("global_error"),
+            global_timeout: m.counter("global_timeout"),
+            global_fallback_local: m.counter("global_fallback_local"),
+            denied_limited: m.counter(&format!("denied.{}", answer::LIMITED)),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct CompiledLimit {
+    name: String,
+    parts: Vec<KeyPart>,
+    rate: Rate,
+    limited: Counter,
+    shadow_limited: Counter,
+}
+
+#[derive(Debug)]
+struct CompiledRule {
+    matcher: Match,
+    dry_run: bool,
+    limits: Vec<CompiledLimit>,
+}
+
+impl Rule for CompiledRule {
+    fn matcher(&self) -> &Match {
+        &self.matcher
+    }
+}
+
+/// The configured filter, shared by all requests of one VM.
+#[derive(Debug)]
+pub struct RateLimitPlugin {
+    rules: Vec<CompiledRule>,
+    client_ip: ClientIpConfig,
+    claims: ClaimSource,
+    on_missing_key: OnMissingKey,
+    style: ResponseHeaders,
+    mode: Mode,
+    global: Option<GlobalConfig>,
+    table: Table,
+    needs_route_name: bool,
+    needs_source: bool,
+    needs_claims_property: bool,
+    metrics: Metrics,
+    counters: Counters,
+}
+
+impl RateLimitPlugin {
+    /// Compiles the config, defines the metrics and creates the table's slots.
+    pub fn new(config: &Config, host: &mut dyn Host) -> Result<RateLimitPlugin, ConfigError> {
+        config.check_host(host.kind())?;
+        let limit_names: Vec<&str> = config
+            .rules
+            .iter()
+            .flat_map(|r| r.limits.iter().map(|l| l.name.as_str()))
+            .collect();
+        let mut events: Vec<String> = EVENTS.iter().map(|e| e.to_string()).collect();
+        for name in &limit_names {
+            events.push(format!("limited.{name}"));
+            events.push(format!("shadow_limited.{name}"));
+        }
+        let event_refs: Vec<&str> = events.iter().map(String::as_str).collect();
+        let metrics = Metrics::define(host, NAME, &event_refs, &answer::REASONS);
+        let rules: Vec<CompiledRule> = config
+            .rules
+            .iter()
+            .map(|r| CompiledRule {
+                matcher: r.matcher.clone(),
+                dry_run: r.dry_run.unwrap_or(config.dry_run),
+                limits: r
+                    .limits
+                    .iter()
+                    .map(|l| CompiledLimit {
+                        name: l.name.clone(),
+                        parts: l.key.clone(),
+                        rate: Rate::of(l),
+                        limited: metrics.counter(&format!("limited.{}", l.name)),
+                        shadow_limited: metrics.counter(&format!("shadow_limited.{}", l.name)),
+                    })
+                    .collect(),
+            })
+            .collect();
+        let uses = |pred: fn(&KeyPart) -> bool| {
+            rules
+                .iter()
+                .flat_map(|r| r.limits.iter())
+                .any(|l| l.parts.iter().any(pred))
+        };
+        let needs_route_name = needs_route_name(&rules) || uses(|p| *p == KeyPart::Route);
+        let needs_source = uses(|p| matches!(p, KeyPart::ClientIp(_)));
+        let needs_claims_property =
+            config.claims.from == ClaimFrom::Property && uses(|p| matches!(p, KeyPart::Claim(_)));
+        let table = Table::new(
+            config.local.slots,
+            config.local.entries_per_slot,
+            host.kind().shared_key(NAME, "slot."),
+        );
+        let local_needed = config.mode == Mode::Local
+            || config.global.as_ref().map(|g| g.on_error) == Some(OnError::Local);
+        if local_needed && !rules.is_empty() {
+            table.create_slots(host).map_err(|_| {
+                ConfigError::new(
+                    "mode",
+                    format!(
+                        "local buckets need the host's shared data, which {} refused \
+                         (on Kong: set nginx_wasm_shm_kv)",
+                        host.kind().name()
+                    ),
+                )
+            })?;
+        }
+        if config.dry_run {
+            host.log(
+                Level::Warn,
+                &format!("palisade.{NAME}: dry run: limits are counted, never enforced"),
+            );
+        }
+        Ok(RateLimitPlugin {
+            needs_route_name,
+            needs_source,
+            needs_claims_property,
+            counters: Counters::resolve(&metrics),
+            metrics,
+            rules,
+            client_ip: config.client_ip,
+            claims: config.claims.clone(),
+            on_missing_key: config.on_missing_key,
+            style: config.response_headers,
+            mode: config.mode,
+            global: config.global.clone(),
+            table,
+        })
+    }
+}
+
+impl Plugin for RateLimitPlugin {
+    const NAME: &'static str = NAME;
+    type Filter = RateLimitFilter;
+
+    fn configure(config: &[u8], host: &mut dyn Host) -> Result<Self, ConfigError> {
+        let config: Config = palisade_core::config::load(config)?;
+        RateLimitPlugin::new(&config, host)
+    }
+
+    fn new_filter(plugin: &Rc<Self>) -> RateLimitFilter {
+        RateLimitFilter {
+            plugin: plugin.clone(),
+            fields: Vec::new(),
+            pending: None,
+        }
+    }
+}
+
+/// A decision in flight at the rate-limit service.
+#[derive(Debug)]
+struct Pending {
+    token: u32,
+    rule: usize,
+    keys: Vec<(usize, Key)>,
+    ctx: RequestContext,
+    grpc: bool,
+}
+
+/// One request.
+#[derive(Debug)]
+pub struct RateLimitFilter {
+    plugin: Rc<RateLimitPlugin>,
+    /// Rate-limit fields for the response of an admitted request.
+    fields: Vec<(&'static str, String)>,
+    pending: Option<Pending>,
+}
+
+impl HttpFilter for RateLimitFilter {
+    fn on_request_headers(&mut self, host: &mut dyn Host, _end_of_stream: bool) -> Flow {
+        let plugin = self.plugin.clone();
+        if plugin.rules.is_empty() {
+            return Flow::Continue;
+        }
+        let facts = RouteFacts::read(host, plugin.needs_route_name);
+        let Some(rule_index) = plugin
+            .rules
+            .iter()
+            .position(|r| r.matcher.matches(&facts.input()))
+        else {
+            return Flow::Continue;
+        };
+        let rule = &plugin.rules[rule_index];
+        let ctx = RequestContext::new(NAME, host);
+        let grpc = answer::is_grpc(host.request_header("content-type").as_deref());
+        let headers = host.request_headers();
+        let kind = host.kind();
+        let source = if plugin.needs_source {
+            host.property(&["source", "address"])
+                .and_then(|raw| kind.decode_string(&raw))
+        } else {
+            None
+        };
+        let claims = if plugin.needs_claims_property {
+            let path: Vec<&str> = plugin.claims.property.iter().map(String::as_str).collect();
+            host.property(&path)
+                .and_then(|raw| serde_json::from_slice::<serde_json::Value>(&raw).ok())
+        } else {
+            None
+        };
+        let input = KeyInput {
+            source_address: source.as_deref(),
+            headers: &headers,
+            method: &facts.method,
+            path: &facts.path,
+            route_name: facts.route_name.as_deref(),
+            claims: claims.as_ref(),
+        };
+        let mut keys: Vec<(usize, Key)> = Vec::with_capacity(rule.limits.len());
+        for (i, limit) in rule.limits.iter().enumerate() {
+            match key::build(
+                &limit.name,
+                &limit.parts,
+                &input,
+                &plugin.client_ip,
+                &plugin.claims,
+            ) {
+                Some(k) => keys.push((i, k)),
+                None => match plugin.on_missing_key {
+                    OnMissingKey::Skip => {}
+                    OnMissingKey::Shared => keys.push((i, Key::anonymous(&limit.name))),
+                    OnMissingKey::Deny => {
+                        let denial = answer::missing_key(&limit.name);
+                        return self.deny(host, &ctx, denial, rule.dry_run, grpc);
+                    }
+                },
+            }
+        }
+        if keys.is_empty() {
+            return Flow::Continue;
+        }
+        match (&plugin.mode, &plugin.global) {
+            (Mode::Global, Some(global)) => {
+                let asks: Vec<global::LimitAsk<'_>> = keys
+                    .iter()
+                    .map(|(i, k)| global::LimitAsk {
+                        name: &rule.limits[*i].name,
+                        key: k,
+                        requests: rule.limits[*i].rate.requests,
+                        per_s: rule.limits[*i].rate.per_s,
+                    })
+                    .collect();
+                let message = global::request(&global.domain, &asks);
+                match host.grpc_call(
+                    &global.cluster,
+                    global::SERVICE,
+                    global::METHOD,
+                    &[],
+                    &message,
+                    global.timeout_ms,
+                ) {
+                    Ok(token) => {
+                        self.pending = Some(Pending {
+                            token,
+                            rule: rule_index,
+                            keys,
+                            ctx,
+                            grpc,
+                        });
+                        Flow::Pause
+                    }
+                    Err(_) => {
+                        plugin.counters.global_error.add(host, 1);
+                        ctx.log(host, Level::Warn, "rate-limit service call not dispatched");
+                        self.on_global_error(host, rule_index, &keys, &ctx, grpc)
+                    }
+                }
+            }
+            _ => self.decide_locally(host, rule_index, &keys, &ctx, grpc),
+        }
+    }
+
+    fn on_call_response(&mut self, host: &mut dyn Host, response: CallResponse) -> Flow {
+        let Some(p) = self.pending.take() else {
+            return Flow::Continue;
+        };
+        let plugin = self.plugin.clone();
+        let rule = &plugin.rules[p.rule];
+        if response.token() != p.token {
+            // Not the answer this request waits for: keep waiting.
+            self.pending = Some(p);
+            return Flow::Pause;
+        }
+        let answer = match response {
+            CallResponse::Grpc {
+                status: 0, message, ..
+            } => global::decode(&message, p.keys.len()),
+            CallResponse::Grpc { status, .. } => {
+                if status == global::GRPC_DEADLINE_EXCEEDED {
+                    plugin.counters.global_timeout.add(host, 1);
+                }
+                None
+            }
+            CallResponse::Http { .. } => None,
+        };
+        match answer {
+            Some(global::Answer::Ok(states)) => {
+                let limits: Vec<LimitState> = p
+                    .keys
+                    .iter()
+                    .zip(states)
+                    .filter_map(|((i, _), s)| {
+                        let l = &rule.limits[*i];
+                        s.map(|(remaining, reset_ns)| {
+                            LimitState::new(
+                                &l.name,
+                                l.rate.requests,
+                                l.rate.per_s,
+                                remaining,
+                                reset_ns,
+                            )
+                        })
+                    })
+                    .collect();
+                self.admit(host, &p.ctx, &limits)
+            }
+            Some(global::Answer::OverLimit { index, reset_ns }) => {
+                let limit = p.keys.get(index).map(|(i, _)| *i).unwrap_or(0);
+                self.limited(host, p.rule, limit, reset_ns, &p.ctx, p.grpc)
+            }
+            None => {
+                plugin.counters.global_error.add(host, 1);
+                p.ctx.log(
+                    host,
+                    Level::Warn,
+                    "rate-limit service failed or answered garbage",
+                );
+                self.on_global_error(host, p.rule, &p.keys, &p.ctx, p.grpc)
+            }
+        }
+    }
+
+    fn on_response_headers(&mut self, host: &mut dyn Host, _end_of_stream: bool) -> Flow {
+        // Only admitted (or shadow-limited) requests have fields: a 429 of
+        // ours already carries them.
+        for (name, value) in std::mem::take(&mut self.fields) {
+            host.set_response_header(name, value.as_bytes());
+        }
+        Flow::Continue
+    }
+}
+
+impl RateLimitFilter {
+    fn decide_locally(
+        &mut self,
+        host: &mut dyn Host,
+        rule_index: usize,
+        keys: &[(usize, Key)],
+        ctx: &RequestContext,
+        grpc: bool,
+    ) -> Flow {
+        let plugin = self.plugin.clone();
+        let rule = &plugin.rules[rule_index];
+        let wants: Vec<Want> = keys
+            .iter()
+            .map(|(i, k)| Want {
+                digest: k.digest,
+                rate: rule.limits[*i].rate,
+            })
+            .collect();
+        let now = host.now_nanos();
+        match plugin.table.admit(host, &wants, now) {
+            Outcome::Admitted { state, evicted } => {
+                plugin.counters.evicted.add(host, evicted as usize);
+                let limits: Vec<LimitState> = keys
+                    .iter()
+                    .zip(state)
+                    .map(|((i, _), (remaining, next_ns))| {
+                        let l = &rule.limits[*i];
+                        LimitState::new(&l.name, l.rate.requests, l.rate.per_s, remaining, next_ns)
+                    })
+                    .collect();
+                self.admit(host, ctx, &limits)
+            }
+            Outcome::Denied {
+                index,
+                retry_after_ns,
+            } => {
+                let limit = keys.get(index).map(|(i, _)| *i).unwrap_or(0);
+                self.limited(host, rule_index, limit, retry_after_ns, ctx, grpc)
+            }
+            Outcome::Contended => {
+                plugin.counters.contention.add(host, 1);
+                ctx.log(host, Level::Warn, "lost every shared-data race: refused");
+                let limit = keys.first().map(|(i, _)| *i).unwrap_or(0);
+                self.limited(host, rule_index, limit, 1_000_000_000, ctx, grpc)
+            }
+            Outcome::Unavailable => {
+                plugin.counters.store_unavailable.add(host, 1);
+                ctx.log(
+                    host,
+                    Level::Warn,
+                    "shared data unavailable: request let through",
+                );
+                self.admit(host, ctx, &[])
+            }
+        }
+    }
+
+    fn on_global_error(
+        &mut self,
+        host: &mut dyn Host,
+        rule_index: usize,
+        keys: &[(usize, Key)],
+        ctx: &RequestContext,
+        grpc: bool,
+    ) -> Flow {
+        let plugin = self.plugin.clone();
+        let on_error = plugin
+            .global
+            .as_ref()
+            .map(|g| g.on_error)
+            .unwrap_or_default();
+        match on_error {
+            OnError::Allow => self.admit(host, ctx, &[]),
+            OnError::Deny => {
+                let dry_run = plugin.rules[rule_index].dry_run;
+                self.deny(host, ctx, answer::unavailable(), dry_run, grpc)
+            }
+            OnError::Local => {
+                plugin.counters.global_fallback_local.add(host, 1);
+                self.decide_locally(host, rule_index, keys, ctx, grpc)
+            }
+        }
+    }
+
+    fn admit(&mut self, host: &mut dyn Host, ctx: &RequestContext, limits: &[LimitState]) -> Flow {
+        self.plugin.counters.allowed.add(host, 1);
+        self.fields = answer::fields(self.plugin.style, limits);
+        ctx.publish(host, "allow");
+        Flow::Continue
+    }
+
+    /// Limit `limit` of rule `rule_index` refused the request.
+    fn limited(
+        &mut self,
+        host: &mut dyn Host,
+        rule_index: usize,
+        limit: usize,
+        retry_after_ns: u64,
+        ctx: &RequestContext,
+        grpc: bool,
+    ) -> Flow {
+        let plugin = self.plugin.clone();
+        let rule = &plugin.rules[rule_index];
+        let Some(l) = rule.limits.get(limit) else {
+            return Flow::Continue;
+        };
+        if rule.dry_run {
+            l.shadow_limited.add(host, 1);
+        } else {
+            l.limited.add(host, 1);
+        }
+        let state = LimitState::new(&l.name, l.rate.requests, l.rate.per_s, 0, retry_after_ns);
+        let retry_after_s = bucket::ceil_secs(retry_after_ns);
+        let denial = answer::limited(
+            &state,
+            retry_after_s,
+            plugin.style,
+            std::slice::from_ref(&state),
+        );
+        if rule.dry_run {
+            self.fields = answer::fields(plugin.style, std::slice::from_ref(&state));
+        }
+        self.deny(host, ctx, denial, rule.dry_run, grpc)
+    }
+
+    /// Enforces (or in dry run, records) a denial; gRPC callers get theirs
+    /// in their own protocol.
+    fn deny(
+        &mut self,
+        host: &mut dyn Host,
+        ctx: &RequestContext,
+        denial: Denial,
+        dry_run: bool,
+        grpc: bool,
+    ) -> Flow {
+        if dry_run || (!grpc && denial.reason != answer::LIMITED) {
+            return ctx.reject(host, &self.plugin.metrics, denial, dry_run);
+        }
+        // 429s are this filter's routine answer, and under attack they are
+        // most answers: logged at debug (an info line per 429 would let a
+        // flood fill the proxy's log), counted through a resolved counter,
+        // and not published (no later filter or upstream sees the request).
+        if denial.reason == answer::LIMITED {
+            self.plugin.counters.denied_limited.add(host, 1);
+        } else {
+            self.plugin
+                .metrics
+                .inc(host, &format!("denied.{}", denial.reason));
+        }
+        ctx.log(
+            host,
+            Level::Debug,
+            &format!("denied with {} ({})", denial.problem.status, denial.reason),
+        );
+        if !grpc {
+            let extra: Vec<(&str, &str)> = denial
+                .headers
+                .iter()
+                .map(|(n, v)| (*n, v.as_str()))
+                .chain([(DENIED_BY_HEADER, NAME)])
+                .collect();
+            denial
+                .problem
+                .request_id(ctx.request_id.as_deref())
+                .send(host, &extra);
+            return Flow::Pause;
+        }
+        let (status, mut headers) = answer::grpc_reply(&denial);
+        headers.push((DENIED_BY_HEADER, NAME.to_string()));
+        if let Some(id) = &ctx.request_id {
+            headers.push((palisade_core::request_id::HEADER, id.clone()));
+        }
+        let refs: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        host.send_response(status, &refs, b"");
+        Flow::Pause
+    }
+}

@@ -1,0 +1,133 @@
+//! Config loading: the issue's example, defaults, and errors naming the field.
+
+mod common;
+
+use palisade_core::HostKind;
+use palisade_ratelimit::{check_config, config_schema};
+
+const ISSUE_EXAMPLE: &str = r#"{
+  "rules": [
+    { "match": { "prefix": "/login", "methods": ["POST"] },
+      "limits": [ { "name": "login-per-ip", "key": ["client_ip"], "requests": 5, "per_s": 60 } ] },
+    { "match": { "prefix": "/" },
+      "limits": [ { "name": "per-subject", "key": [ { "header": "x-jwt-sub" } ], "requests": 100, "per_s": 1, "burst": 200 },
+                  { "name": "daily-quota", "key": [ { "header": "x-api-key" }, "route" ], "requests": 10000, "per_s": 86400 } ] }
+  ],
+  "client_ip": { "xff_num_trusted_hops": 0 },
+  "on_missing_key": "skip",
+  "response_headers": "draft",
+  "mode": "local"
+}"#;
+
+fn err(json: &str) -> String {
+    check_config(json.as_bytes(), HostKind::Envoy)
+        .expect_err(json)
+        .to_string()
+}
+
+#[test]
+fn the_issue_example_and_the_empty_config_load() {
+    check_config(ISSUE_EXAMPLE.as_bytes(), HostKind::Envoy).unwrap();
+    check_config(ISSUE_EXAMPLE.as_bytes(), HostKind::Kong).unwrap();
+    check_config(b"", HostKind::Envoy).unwrap();
+    check_config(b"{}", HostKind::Envoy).unwrap();
+    common::Worker::new(ISSUE_EXAMPLE);
+    for example in ["local.json", "global.json", "dry-run.json"] {
+        let path = format!("{}/examples/{example}", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read(&path).unwrap();
+        check_config(&text, HostKind::Envoy).unwrap_or_else(|e| panic!("{example}: {e}"));
+    }
+}
+
+#[test]
+fn errors_name_the_field() {
+    let limit =
+        |l: &str| format!(r#"{{"rules": [{{"limits": [{{"name": "a", "key": [], {l}}}]}}]}}"#);
+    assert_eq!(
+        err(&limit(r#""requests": 5, "per_s": 0"#)),
+        "rules[0].limits[0].per_s: must be > 0"
+    );
+    assert_eq!(
+        err(&limit(r#""requests": 0, "per_s": 1"#)),
+        "rules[0].limits[0].requests: must be > 0"
+    );
+    assert_eq!(
+        err(&limit(r#""requests": 1, "per_s": 1, "burst": 0"#)),
+        "rules[0].limits[0].burst: must be > 0"
+    );
+    assert!(err(&limit(r#""requests": 1, "per_s": 99999999999"#))
+        .starts_with("rules[0].limits[0].per_s"));
+    assert!(err(
+        r#"{"rules": [{"limits": [{"name": "a b", "key": [], "requests": 1, "per_s": 1}]}]}"#
+    )
+    .starts_with("rules[0].limits[0].name"));
+    assert!(err(
+        r#"{"rules": [{"limits": [{"name": "a", "key": ["nope"], "requests": 1, "per_s": 1}]}]}"#
+    )
+    .contains("unknown key part \"nope\""));
+    assert!(err(r#"{"rules": [{"limits": [{"name": "a", "key": [{"header": "X-Key"}], "requests": 1, "per_s": 1}]}]}"#)
+        .starts_with("rules[0].limits[0].key[0].header"));
+    assert!(err(r#"{"rules": [{"limits": [{"name": "a", "key": [{"client_ip": {"v4_prefix": 33}}], "requests": 1, "per_s": 1}]}]}"#)
+        .starts_with("rules[0].limits[0].key[0].client_ip.v4_prefix"));
+    assert!(err(r#"{"rules": [{"limits": [{"name": "a", "key": ["method", "method"], "requests": 1, "per_s": 1}]}]}"#)
+        .starts_with("rules[0].limits[0].key[1]"));
+    assert!(err(r#"{"rules": [{"limits": []}]}"#).starts_with("rules[0].limits"));
+    assert!(err(
+        r#"{"rules": [{"limits": [{"name": "a", "key": [], "requests": 1, "per_s": 1}]},
+                               {"limits": [{"name": "a", "key": [], "requests": 1, "per_s": 1}]}]}"#
+    )
+    .starts_with("rules[1].limits[0].name"));
+    assert!(err(r#"{"rules": [{"match": {"prefix": "x"}, "limits": [{"name": "a", "key": [], "requests": 1, "per_s": 1}]}]}"#)
+        .starts_with("rules[0].match.prefix"));
+    assert!(err(r#"{"mode": "global"}"#).starts_with("global: required"));
+    assert!(err(r#"{"global": {"cluster": "", "domain": "d"}}"#).starts_with("global.cluster"));
+    assert!(
+        err(r#"{"global": {"cluster": "c", "domain": "d", "timeout_ms": 0}}"#)
+            .starts_with("global.timeout_ms")
+    );
+    assert!(
+        err(r#"{"global": {"cluster": "c", "domain": "d", "on_error": "maybe"}}"#)
+            .starts_with("global.on_error")
+    );
+    assert!(err(r#"{"local": {"slots": 0}}"#).starts_with("local.slots"));
+    assert!(err(r#"{"local": {"entries_per_slot": 100}}"#).starts_with("local.entries_per_slot"));
+    assert!(err(r#"{"response_headers": "yes"}"#).starts_with("response_headers"));
+    assert!(err(r#"{"rulez": []}"#).contains("unknown field"));
+    assert!(err(r#"{"claims": {"header_prefix": "X-"}}"#).starts_with("claims.header_prefix"));
+}
+
+#[test]
+fn global_mode_is_refused_on_kong_naming_the_host_and_field() {
+    let global = r#"{"mode": "global", "global": {"cluster": "rls", "domain": "d"}}"#;
+    check_config(global.as_bytes(), HostKind::Envoy).unwrap();
+    let e = check_config(global.as_bytes(), HostKind::Kong).unwrap_err();
+    assert_eq!(e.path, "mode");
+    assert!(e.message.contains("kong"), "{e}");
+    let mut root = palisade_core::fake::FakeHost::kong();
+    let refused = <palisade_ratelimit::RateLimitPlugin as palisade_core::Plugin>::configure(
+        global.as_bytes(),
+        &mut root,
+    );
+    assert!(refused.is_err());
+}
+
+#[test]
+fn the_schema_describes_the_config() {
+    let schema = config_schema();
+    let props = &schema["properties"];
+    for field in [
+        "rules",
+        "client_ip",
+        "on_missing_key",
+        "response_headers",
+        "mode",
+        "global",
+        "local",
+        "dry_run",
+    ] {
+        assert!(props.get(field).is_some(), "{field} missing from {schema}");
+    }
+    let text = schema.to_string();
+    assert!(text.contains("x-ratelimit"));
+    assert!(text.contains("v6_prefix"));
+}

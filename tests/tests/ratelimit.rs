@@ -1,0 +1,477 @@
+//! The rate-limit filter inside a real Envoy 1.40: answers on the wire,
+//! exactness across worker threads, the memory bound under a key flood, and
+//! global mode through an RLS v3 service counting in a real Redis.
+//!
+//! Build the module first: `cargo build --release --target wasm32-wasip1 -p
+//! palisade-ratelimit && mkdir -p dist && cp target/wasm32-wasip1/release/palisade_ratelimit.wasm dist/`.
+//! Global mode needs `redis-server` (Debian package `redis-server`).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use palisade_tests::client::try_request;
+use palisade_tests::ratelimit_support::{
+    cluster, clusters_extra, redis_available, rss_bytes, Pipeline, Redis, RlsServer,
+};
+use palisade_tests::*;
+use serde_json::{json, Value};
+
+const STAT: &str = "wasmcustom.palisade.ratelimit.";
+const WAIT: Duration = Duration::from_secs(5);
+
+fn ratelimit(config: &Value) -> WasmFilter {
+    WasmFilter::new("palisade.ratelimit", dist_wasm("ratelimit")).config_json(config)
+}
+
+fn stat(envoy: &Envoy, event: &str, at_least: u64) -> u64 {
+    envoy
+        .wait_for_counter(&format!("{STAT}{event}"), at_least, WAIT)
+        .unwrap_or(0)
+}
+
+/// Sends `per_thread` requests from each of `threads` threads at once (a
+/// fresh connection each, so both workers get some); statuses seen.
+fn burst(
+    url: &str,
+    headers: &[(&str, &str)],
+    threads: usize,
+    per_thread: usize,
+) -> BTreeMap<u16, u64> {
+    let counts: Arc<std::sync::Mutex<BTreeMap<u16, u64>>> = Arc::default();
+    let start = Arc::new(std::sync::Barrier::new(threads));
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let url = url.to_string();
+            let headers: Vec<(String, String)> = headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect();
+            let counts = Arc::clone(&counts);
+            let start = Arc::clone(&start);
+            std::thread::spawn(move || {
+                let h: Vec<(&str, &str)> = headers
+                    .iter()
+                    .map(|(n, v)| (n.as_str(), v.as_str()))
+                    .collect();
+                start.wait();
+                for _ in 0..per_thread {
+                    let status = match try_request("GET", &url, &h, b"") {
+                        Ok(r) => r.status,
+                        Err(_) => 0,
+                    };
+                    *counts.lock().unwrap().entry(status).or_insert(0) += 1;
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let out = counts.lock().unwrap().clone();
+    out
+}
+
+#[test]
+fn over_the_limit_the_client_gets_a_429_problem_with_retry_after_and_fields() {
+    let upstream = Upstream::start();
+    let config = json!({
+        "rules": [
+            {"match": {"prefix": "/login", "methods": ["POST"]},
+             "limits": [{"name": "login-per-ip", "key": ["client_ip"], "requests": 3, "per_s": 60}]},
+            {"match": {"prefix": "/shadow"}, "dry_run": true,
+             "limits": [{"name": "shadow-all", "key": [], "requests": 1, "per_s": 60}]},
+            {"match": {"prefix": "/grpc"},
+             "limits": [{"name": "grpc-all", "key": [], "requests": 1, "per_s": 60}]}
+        ]
+    });
+    let envoy = Envoy::start(
+        &EnvoyConfig::new()
+            .upstream(&upstream)
+            .wasm(ratelimit(&config)),
+    );
+    let login = envoy.url("/login");
+    for left in (0..3).rev() {
+        let r = request("POST", &login, &[], b"{}");
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(
+            r.header("ratelimit-policy"),
+            Some("\"login-per-ip\";q=3;w=60")
+        );
+        assert_eq!(
+            r.header("ratelimit"),
+            Some(format!("\"login-per-ip\";r={left};t=20").as_str())
+        );
+        assert_eq!(
+            upstream.last().unwrap().header("x-palisade-ratelimit"),
+            Some("allow")
+        );
+    }
+    let r = request("POST", &login, &[("x-request-id", "rl-test-1")], b"{}");
+    assert_eq!(r.status, 429, "{}", r.text());
+    let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=20).contains(&retry), "{retry}");
+    assert_eq!(r.header("content-type"), Some("application/problem+json"));
+    assert_eq!(r.header("x-palisade-denied-by"), Some("ratelimit"));
+    assert!(r
+        .header("ratelimit")
+        .unwrap()
+        .starts_with("\"login-per-ip\";r=0;t="));
+    let doc = r.json();
+    assert_eq!(doc["status"], 429);
+    assert_eq!(doc["type"], "urn:palisade:problem:rate-limited");
+    assert_eq!(doc["request_id"], "rl-test-1");
+    // Only POST /login is limited.
+    assert_eq!(get(&login, &[]).status, 200);
+    assert_eq!(get(&envoy.url("/other"), &[]).status, 200);
+
+    // Dry run: counted and published, never refused.
+    for _ in 0..3 {
+        assert_eq!(get(&envoy.url("/shadow"), &[]).status, 200);
+    }
+    assert_eq!(
+        upstream.last().unwrap().header("x-palisade-ratelimit"),
+        Some("shadow-deny;reason=rate_limited")
+    );
+
+    // gRPC callers get RESOURCE_EXHAUSTED in a trailers-only answer.
+    let grpc = [("content-type", "application/grpc")];
+    assert_eq!(
+        request("POST", &envoy.url("/grpc/pkg.Svc/M"), &grpc, b"").status,
+        200
+    );
+    let r = request("POST", &envoy.url("/grpc/pkg.Svc/M"), &grpc, b"");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("grpc-status"), Some("8"), "{:?}", r.headers);
+    assert_eq!(r.header("content-type"), Some("application/grpc"));
+
+    // Metrics, in Prometheus form too.
+    assert_eq!(stat(&envoy, "limited.login-per-ip", 1), 1);
+    assert_eq!(stat(&envoy, "shadow_limited.shadow-all", 2), 2);
+    assert_eq!(stat(&envoy, "limited.grpc-all", 1), 1);
+    // 3 logins, the first /shadow, the first gRPC call.
+    assert_eq!(stat(&envoy, "allowed", 5), 5);
+    let prom = envoy.admin_get("/stats/prometheus");
+    for name in [
+        "palisade_ratelimit_limited_login_per_ip",
+        "palisade_ratelimit_allowed",
+        "palisade_ratelimit_evicted",
+        "palisade_ratelimit_denied_rate_limited",
+        "palisade_ratelimit_global_error",
+    ] {
+        assert!(
+            prom.lines().any(|l| l.starts_with(name)),
+            "{name} missing from /stats/prometheus"
+        );
+    }
+}
+
+#[test]
+fn x_ratelimit_style_and_a_bad_config_refused_naming_the_field() {
+    let upstream = Upstream::start();
+    let config = json!({
+        "response_headers": "x-ratelimit",
+        "rules": [{"limits": [{"name": "k", "key": [{"header": "x-api-key"}], "requests": 2, "per_s": 10}]}]
+    });
+    let envoy = Envoy::start(
+        &EnvoyConfig::new()
+            .upstream(&upstream)
+            .wasm(ratelimit(&config)),
+    );
+    let key = [("x-api-key", "abc")];
+    let r = get(&envoy.url("/"), &key);
+    assert_eq!(r.header("x-ratelimit-limit"), Some("2"));
+    assert_eq!(r.header("x-ratelimit-remaining"), Some("1"));
+    assert_eq!(r.header("x-ratelimit-reset"), Some("5"));
+    assert!(r.header("ratelimit").is_none());
+    assert_eq!(get(&envoy.url("/"), &key).status, 200);
+    assert_eq!(get(&envoy.url("/"), &key).status, 429);
+    // Without the header the limit is skipped (on_missing_key: skip).
+    assert_eq!(get(&envoy.url("/"), &[]).status, 200);
+    drop(envoy);
+
+    let bad = json!({"rules": [{"limits": [{"name": "k", "key": [], "requests": 2, "per_s": 0}]}]});
+    let err = Envoy::try_start(&EnvoyConfig::new().upstream(&upstream).wasm(ratelimit(&bad)))
+        .err()
+        .expect("Envoy refused the config");
+    assert!(
+        err.contains("rules[0].limits[0].per_s: must be > 0"),
+        "{err}"
+    );
+}
+
+#[test]
+fn exactly_n_requests_succeed_across_two_workers_every_round() {
+    let config = json!({
+        "rules": [{"limits": [{"name": "round", "key": [{"header": "x-round"}], "requests": 40, "per_s": 3600}]}]
+    });
+    let envoy = Envoy::start(
+        &EnvoyConfig::new()
+            .concurrency(2)
+            .route(Route::prefix("direct", "/").direct(200, "ok"))
+            .wasm(ratelimit(&config)),
+    );
+    for round in 0..4 {
+        let value = format!("round-{round}");
+        let counts = burst(&envoy.url("/"), &[("x-round", &value)], 16, 8);
+        assert_eq!(counts.get(&200), Some(&40), "round {round}: {counts:?}");
+        assert_eq!(counts.get(&429), Some(&88), "round {round}: {counts:?}");
+    }
+    // Both workers served connections: the count really was shared.
+    let stats = envoy.stats();
+    for worker in ["worker_0", "worker_1"] {
+        let served: u64 = stats
+            .lines()
+            .filter(|l| l.contains(&format!("{worker}.downstream_cx_total")))
+            .filter_map(|l| l.split(": ").nth(1)?.trim().parse::<u64>().ok())
+            .sum();
+        assert!(served > 0, "{worker} served nothing");
+    }
+}
+
+#[test]
+fn a_million_keys_keep_memory_bounded_and_the_honest_clients_limit_working() {
+    const KEYS: u64 = 1_000_000;
+    const THREADS: u64 = 8;
+    // Envoy closes a connection that pipelines past a direct response:
+    // one request in flight per keep-alive connection.
+    const BATCH: u64 = 1;
+    let config = json!({
+        "rules": [{"limits": [{"name": "per-key", "key": [{"header": "x-api-key"}], "requests": 5, "per_s": 3600}]}]
+    });
+    let envoy = Envoy::start(
+        &EnvoyConfig::new()
+            .concurrency(2)
+            .route(Route::prefix("direct", "/").direct(200, "ok"))
+            .wasm(ratelimit(&config)),
+    );
+    let addr = envoy.listener_addr();
+    let pid = envoy.pid().expect("a local Envoy process");
+    let honest = [("x-api-key", "honest-client")];
+    for _ in 0..5 {
+        assert_eq!(get(&envoy.url("/"), &honest).status, 200);
+    }
+    assert_eq!(get(&envoy.url("/"), &honest).status, 429);
+    // Warm both workers' VMs and allocators before the baseline.
+    let mut warm = Pipeline::connect(addr).unwrap();
+    let warmup: Vec<Vec<(String, String)>> = (0..2000)
+        .map(|i| vec![("x-api-key".to_string(), format!("warm-{i}"))])
+        .collect();
+    for chunk in warmup.chunks(1) {
+        warm.send("/", chunk).unwrap();
+    }
+    let before = rss_bytes(pid).unwrap();
+
+    let started = Instant::now();
+    let done = Arc::new(AtomicBool::new(false));
+    let honest_checks = Arc::new(AtomicU64::new(0));
+    let checker = {
+        let done = Arc::clone(&done);
+        let checks = Arc::clone(&honest_checks);
+        let url = envoy.url("/");
+        std::thread::spawn(move || {
+            while !done.load(Ordering::SeqCst) {
+                let r = try_request("GET", &url, &[("x-api-key", "honest-client")], b"");
+                let status = r.map(|r| r.status).unwrap_or(0);
+                assert_eq!(
+                    status, 429,
+                    "the honest client's limit stopped working mid-flood"
+                );
+                checks.fetch_add(1, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    let flooders: Vec<_> = (0..THREADS)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let mut conn = Pipeline::connect(addr).unwrap();
+                let mut ok = 0u64;
+                let mut i = t;
+                while i < KEYS {
+                    let batch: Vec<Vec<(String, String)>> = (0..BATCH)
+                        .map(|j| i + j * THREADS)
+                        .take_while(|k| *k < KEYS)
+                        .map(|k| vec![("x-api-key".to_string(), format!("flood-{k}"))])
+                        .collect();
+                    let n = batch.len() as u64;
+                    let statuses = conn.send("/", &batch).unwrap();
+                    ok += statuses.iter().filter(|s| **s == 200).count() as u64;
+                    i += n * THREADS;
+                }
+                ok
+            })
+        })
+        .collect();
+    let admitted: u64 = flooders.into_iter().map(|h| h.join().unwrap()).sum();
+    done.store(true, Ordering::SeqCst);
+    checker.join().unwrap();
+    let elapsed = started.elapsed();
+    let after = rss_bytes(pid).unwrap();
+    let growth = after.saturating_sub(before);
+    eprintln!(
+        "ratelimit flood: {KEYS} keys in {:.1} s, RSS {} MiB -> {} MiB (+{:.1} MiB), {} honest checks",
+        elapsed.as_secs_f64(),
+        before >> 20,
+        after >> 20,
+        growth as f64 / 1048576.0,
+        honest_checks.load(Ordering::SeqCst)
+    );
+    // Every flooding key was new: each one's first request is admitted.
+    assert_eq!(admitted, KEYS);
+    assert!(growth <= 64 << 20, "RSS grew by {growth} bytes");
+    assert!(honest_checks.load(Ordering::SeqCst) > 0);
+    assert_eq!(get(&envoy.url("/"), &honest).status, 429);
+    let fresh = [("x-api-key", "after-the-flood")];
+    assert_eq!(get(&envoy.url("/"), &fresh).status, 200);
+    assert!(
+        stat(&envoy, "evicted", 1) > 0,
+        "the flood must have evicted buckets"
+    );
+}
+
+/// A proxy-wasm fixture standing for the JWT filter: it records the claims
+/// `{"sub": "fixture-user"}` as the property `palisade_jwt_claims` on every
+/// request, as the JWT filter does after verifying a token.
+fn claims_fixture() -> (tempfile::TempDir, std::path::PathBuf) {
+    let claims = r#"{"sub":"fixture-user"}"#;
+    let wat = format!(
+        r#"(module
+  (import "env" "proxy_set_property"
+    (func $set_property (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 2)
+  (data (i32.const 16) "palisade_jwt_claims")
+  (data (i32.const 64) "{escaped}")
+  (global $next (mut i32) (i32.const 65536))
+  (func (export "proxy_abi_version_0_2_1"))
+  (func (export "proxy_on_memory_allocate") (param $size i32) (result i32)
+    (local $p i32)
+    (if (i32.gt_u (i32.add (global.get $next) (local.get $size)) (i32.const 131072))
+      (then (global.set $next (i32.const 65536))))
+    (local.set $p (global.get $next))
+    (global.set $next (i32.add (global.get $next) (local.get $size)))
+    (local.get $p))
+  (func (export "proxy_on_context_create") (param i32 i32))
+  (func (export "proxy_on_vm_start") (param i32 i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_configure") (param i32 i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+    (drop (call $set_property (i32.const 16) (i32.const 19) (i32.const 64) (i32.const {len})))
+    (i32.const 0))
+)"#,
+        escaped = claims.replace('"', "\\22"),
+        len = claims.len()
+    );
+    let bytes = wat::parse_str(&wat).expect("fixture WAT assembles");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("claims_fixture.wasm");
+    std::fs::write(&path, bytes).expect("write fixture");
+    (dir, path)
+}
+
+#[test]
+fn limits_by_subject_read_the_claims_another_wasm_filter_recorded() {
+    let (_dir, fixture) = claims_fixture();
+    let config = json!({
+        "rules": [{"limits": [{"name": "per-subject", "key": [{"claim": "sub"}], "requests": 2, "per_s": 60}]}]
+    });
+    let envoy = Envoy::start(
+        &EnvoyConfig::new()
+            .route(Route::prefix("direct", "/").direct(200, "ok"))
+            .wasm(WasmFilter::new("fixture.jwt", &fixture))
+            .wasm(ratelimit(&config)),
+    );
+    // A forged claim header is not a verified claim: the fixture's subject counts.
+    let forged = [("x-jwt-sub", "someone-else")];
+    assert_eq!(get(&envoy.url("/"), &forged).status, 200);
+    assert_eq!(get(&envoy.url("/"), &[]).status, 200);
+    let r = get(&envoy.url("/"), &forged);
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert_eq!(stat(&envoy, "limited.per-subject", 1), 1);
+}
+
+/// An Envoy asking the RLS service at `rls_port`, with `on_error`.
+fn global_envoy(rls_port: u16, on_error: &str, upstream: &Upstream) -> Envoy {
+    let config = json!({
+        "mode": "global",
+        "global": {"cluster": "rls", "domain": "palisade-test", "timeout_ms": 300, "on_error": on_error},
+        "rules": [{"limits": [{"name": "shared", "key": [{"header": "x-round"}], "requests": 30, "per_s": 3600}]}]
+    });
+    Envoy::start(
+        &EnvoyConfig::new()
+            .upstream(upstream)
+            .concurrency(2)
+            .bootstrap_extra(clusters_extra(vec![
+                cluster("echo", upstream.port(), false),
+                cluster("rls", rls_port, true),
+            ]))
+            .wasm(ratelimit(&config)),
+    )
+}
+
+#[test]
+fn two_envoys_share_one_global_limit_through_redis_and_failures_follow_on_error() {
+    assert!(
+        redis_available(),
+        "redis-server is not installed: apt-get install -y redis-server"
+    );
+    let mut redis = Redis::start();
+    let mut rls = RlsServer::start(&redis.url());
+    let upstream = Upstream::start();
+    let deny = global_envoy(rls.port(), "deny", &upstream);
+    let local = global_envoy(rls.port(), "local", &upstream);
+
+    for round in 0..2 {
+        let value = format!("global-{round}");
+        let h = [("x-round", value.as_str())];
+        let (a, b) = std::thread::scope(|s| {
+            let a = s.spawn(|| burst(&deny.url("/"), &h, 8, 6));
+            let b = s.spawn(|| burst(&local.url("/"), &h, 8, 6));
+            (a.join().unwrap(), b.join().unwrap())
+        });
+        let ok = a.get(&200).unwrap_or(&0) + b.get(&200).unwrap_or(&0);
+        let limited = a.get(&429).unwrap_or(&0) + b.get(&429).unwrap_or(&0);
+        assert_eq!((ok, limited), (30, 66), "round {round}: {a:?} {b:?}");
+    }
+    assert!(rls.calls() >= 192);
+    let r = get(&deny.url("/"), &[("x-round", "global-0")]);
+    assert_eq!(r.status, 429);
+    assert!(r.header("retry-after").is_some());
+
+    // Redis goes down: the service answers UNAVAILABLE.
+    redis.stop();
+    let fresh = [("x-round", "after-redis")];
+    let t = Instant::now();
+    assert_eq!(get(&deny.url("/"), &fresh).status, 503);
+    let statuses: Vec<u16> = (0..32)
+        .map(|_| get(&local.url("/"), &fresh).status)
+        .collect();
+    assert!(t.elapsed() < Duration::from_secs(20), "requests got stuck");
+    // Local fallback: 30 per worker bucket table, shared by both workers.
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        30,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        2,
+        "{statuses:?}"
+    );
+    assert!(stat(&deny, "global_error", 1) >= 1);
+    assert!(stat(&local, "global_fallback_local", 32) >= 32);
+
+    // The service itself goes down: connection refused, same policy.
+    rls.stop();
+    let t = Instant::now();
+    let r = get(&deny.url("/"), &[("x-round", "after-rls")]);
+    assert_eq!(r.status, 503);
+    assert_eq!(r.header("content-type"), Some("application/problem+json"));
+    assert_eq!(
+        get(&local.url("/"), &[("x-round", "after-rls")]).status,
+        200
+    );
+    assert!(t.elapsed() < Duration::from_secs(10), "requests got stuck");
+    let prom = deny.admin_get("/stats/prometheus");
+    assert!(prom.contains("palisade_ratelimit_global_error"));
+}
