@@ -1,0 +1,127 @@
+"""JWT filter variants for `make bench` (imported by run.py).
+
+Same JWKS (RS256 key `rsa1`, ES256 key `ec1`), issuer, audience and
+`sub` -> `x-jwt-sub` everywhere; the token travels in `authorization`.
+
+- native `jwt_authn` without its cache, distinct tokens per request (RS256, ES256);
+- native `jwt_authn` with and without its cache, one repeated token (RS256);
+- this filter on Envoy (signatures by the host's `verify_signature`), distinct
+  tokens (RS256, ES256) and one repeated token (RS256, ES256: the verified-token cache);
+- this filter with `signature_backend: pure` (what Kong runs), distinct RS256 tokens.
+
+Distinct tokens: 2000 per algorithm, cycled by wrk (`rotate_header`); both
+caches are smaller than the cycle (jwt_authn 100, this filter 1024, FIFO),
+so every request of those variants verifies a signature.
+
+Goals (issue 3): repeated token at most 1.5x the empty wasm filter's cost;
+distinct tokens at most 2x native jwt_authn's cost per request.
+
+Tokens are minted once into dist/bench/ by `jsonwebtoken` through
+`cargo run -p palisade-jwt --example mint_tokens` (fixture keys, exp 2100).
+Python 3 standard library only.
+"""
+
+import json
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+ISSUER = "https://id.example.com"
+AUDIENCE = "orders-api"
+DISTINCT = 2000
+
+
+def jwks() -> dict:
+    keys = json.loads((ROOT / "filters/jwt/tests/fixtures/public_keys.json").read_text())
+    return {"keys": [keys["rsa1"], keys["ec1"]]}
+
+
+def tokens(ctx, alg: str) -> list:
+    """DISTINCT tokens for `alg`, minted once and kept in dist/bench/."""
+    path = ctx.dist / "bench" / f"jwt_tokens_{alg}.json"
+    if not path.is_file():
+        out = subprocess.run(
+            ["cargo", "run", "--release", "-q", "-p", "palisade-jwt", "--example", "mint_tokens",
+             "--", "bench", alg, str(DISTINCT)],
+            cwd=ROOT, check=True, capture_output=True, timeout=1200,
+        ).stdout
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(out)
+    values = json.loads(path.read_text())
+    if len(values) != DISTINCT or len(set(values)) != DISTINCT:
+        raise ValueError(f"{path}: expected {DISTINCT} distinct tokens")
+    return values
+
+
+def native_jwt_authn(cache: bool) -> dict:
+    provider = {
+        "issuer": ISSUER,
+        "audiences": [AUDIENCE],
+        "local_jwks": {"inline_string": json.dumps(jwks())},
+        "claim_to_headers": [{"header_name": "x-jwt-sub", "claim_name": "sub"}],
+    }
+    if cache:
+        provider["jwt_cache_config"] = {"jwt_cache_size": 100}
+    return {
+        "name": "envoy.filters.http.jwt_authn",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+            "providers": {"corp": provider},
+            "rules": [{"match": {"prefix": "/"}, "requires": {"provider_name": "corp"}}],
+        },
+    }
+
+
+def filter_config(backend: str) -> str:
+    return json.dumps({
+        "providers": {"corp": {
+            "issuer": ISSUER,
+            "audiences": [AUDIENCE],
+            "algorithms": ["RS256", "ES256"],
+            "local_jwks": jwks(),
+            "claim_to_headers": [{"claim": "sub", "header": "x-jwt-sub"}],
+        }},
+        "rules": [{"match": {"prefix": "/"}, "requires": {"provider": "corp"}}],
+        "signature_backend": backend,
+    })
+
+
+def variants(ctx):
+    wasm = ctx.dist / "palisade_jwt.wasm"
+    if not wasm.is_file():
+        ctx.notes.append("jwt variants skipped: dist/palisade_jwt.wasm missing (make build)")
+        return []
+    rs, es = tokens(ctx, "RS256"), tokens(ctx, "ES256")
+    auth = "authorization"
+    distinct = {"RS256": (auth, [f"Bearer {t}" for t in rs]),
+                "ES256": (auth, [f"Bearer {t}" for t in es])}
+    repeated = {"RS256": {auth: f"Bearer {rs[0]}"}, "ES256": {auth: f"Bearer {es[0]}"}}
+    ours = lambda backend: [ctx.wasm_filter("jwt", wasm, filter_config(backend))]  # noqa: E731
+    V = ctx.Variant
+    return [
+        V("jwt-native-rs256-distinct", "native jwt_authn, RS256, distinct tokens",
+          http_filters=[native_jwt_authn(cache=False)], rotate_header=distinct["RS256"],
+          note="the reference for distinct RS256 tokens"),
+        V("jwt-native-es256-distinct", "native jwt_authn, ES256, distinct tokens",
+          http_filters=[native_jwt_authn(cache=False)], rotate_header=distinct["ES256"],
+          note="the reference for distinct ES256 tokens"),
+        V("jwt-native-rs256-repeated", "native jwt_authn, RS256, one token, no cache",
+          http_filters=[native_jwt_authn(cache=False)], request_headers=repeated["RS256"]),
+        V("jwt-native-rs256-cached", "native jwt_authn, RS256, one token, jwt_cache_config",
+          http_filters=[native_jwt_authn(cache=True)], request_headers=repeated["RS256"]),
+        V("jwt-rs256-distinct", "jwt: RS256, distinct tokens (host verify_signature)",
+          http_filters=ours("auto"), rotate_header=distinct["RS256"], modules=[wasm],
+          filter_cost_of="jwt", note="goal: <= 2x jwt-native-rs256-distinct"),
+        V("jwt-es256-distinct", "jwt: ES256, distinct tokens (host verify_signature)",
+          http_filters=ours("auto"), rotate_header=distinct["ES256"], modules=[wasm],
+          filter_cost_of="jwt", note="goal: <= 2x jwt-native-es256-distinct"),
+        V("jwt-rs256-repeated", "jwt: RS256, one token (verified-token cache)",
+          http_filters=ours("auto"), request_headers=repeated["RS256"], modules=[wasm],
+          filter_cost_of="jwt", note="goal: <= 1.5x the empty wasm filter"),
+        V("jwt-es256-repeated", "jwt: ES256, one token (verified-token cache)",
+          http_filters=ours("auto"), request_headers=repeated["ES256"], modules=[wasm],
+          filter_cost_of="jwt", note="goal: <= 1.5x the empty wasm filter"),
+        V("jwt-rs256-distinct-pure", "jwt: RS256, distinct tokens, pure-Rust signatures",
+          http_filters=ours("pure"), rotate_header=distinct["RS256"], modules=[wasm],
+          filter_cost_of="jwt", note="what Kong runs (no verify_signature there)"),
+    ]

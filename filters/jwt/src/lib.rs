@@ -1,0 +1,803 @@
+//! `palisade-jwt`: rejects any request whose bearer token is not valid for
+//! its route, before it reaches a service.
+//!
+//! Config in the words of Envoy's `jwt_authn` (`providers`, `rules`,
+//! `requires`), key sets inline or fetched through the host (one fetch for
+//! all workers, stale-while-revalidate, early refetch on key rotation),
+//! verified tokens cached per worker, and signatures checked by the host's
+//! BoringSSL where the host offers it (`verify_signature` on Envoy) or by
+//! pure Rust (`jwt-compact`) elsewhere.
+//!
+//! Pure core, thin glue: every decision is plain Rust over [`Host`], tested
+//! natively with `FakeHost`; the proxy-wasm adapter is the core's
+//! `export_plugin!`. See README.md for the config reference.
+
+pub mod answer;
+pub mod config;
+pub mod extractor;
+pub mod jwks;
+pub mod jwks_cache;
+pub mod jwks_fetcher;
+pub mod jwt_cache;
+pub mod matcher;
+pub mod requirement;
+pub mod signature;
+pub mod verifier;
+
+use config::{Backend, Config, OnJwksUnavailable, Unmatched};
+use extractor::{Extraction, Source};
+use jwks::{AlgSet, KeySet};
+use jwks_cache::ProviderKeys;
+use jwks_fetcher::{Fetched, Fetcher, Trigger, NANOS};
+use jwt_cache::TokenCache;
+use palisade_core::config::ConfigError;
+use palisade_core::host::{CallResponse, Headers};
+use palisade_core::metrics::{Counter, Metrics};
+use palisade_core::route::{first_match, needs_route_name, Match, RouteInput, Rule};
+use palisade_core::{request_id, Flow, Host, HostKind, HttpFilter, Level, Plugin, RequestContext};
+use requirement::{Outcome, Requirement, Verdict};
+use signature::CheckedBy;
+use std::cell::RefCell;
+use std::rc::Rc;
+use verifier::{Failure, Verified};
+
+palisade_core::export_plugin!(JwtPlugin);
+
+/// The filter's name: metrics `palisade.jwt.*`, decision header `x-palisade-jwt`.
+pub const NAME: &str = "jwt";
+
+/// Property (Envoy filter state) holding the verified token's claims as a
+/// JSON object, for later filters of the same request (`ratelimit` keys by
+/// `sub` from it): `get_property(["palisade_jwt_claims"])`.
+pub const CLAIMS_PROPERTY: &str = "palisade_jwt_claims";
+
+/// How often each VM looks at its remote key sets.
+pub const TICK_MS: u64 = 500;
+
+/// Events counted besides `denied.<reason>` / `shadow_denied.<reason>`.
+pub const EVENTS: [&str; 7] = [
+    "allowed",
+    "verified_host",
+    "verified_pure",
+    "jwks_fetched",
+    "jwks_fetch_failed",
+    "jwks_refetch_unknown_kid",
+    "jwks_unavailable_allowed",
+];
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Counters {
+    allowed: Counter,
+    verified_host: Counter,
+    verified_pure: Counter,
+    jwks_fetched: Counter,
+    jwks_fetch_failed: Counter,
+    jwks_refetch_unknown_kid: Counter,
+    jwks_unavailable_allowed: Counter,
+}
+
+impl Counters {
+    fn resolve(m: &Metrics) -> Counters {
+        Counters {
+            allowed: m.counter("allowed"),
+            verified_host: m.counter("verified_host"),
+            verified_pure: m.counter("verified_pure"),
+            jwks_fetched: m.counter("jwks_fetched"),
+            jwks_fetch_failed: m.counter("jwks_fetch_failed"),
+            jwks_refetch_unknown_kid: m.counter("jwks_refetch_unknown_kid"),
+            jwks_unavailable_allowed: m.counter("jwks_unavailable_allowed"),
+        }
+    }
+}
+
+/// A provider, compiled.
+#[derive(Debug)]
+struct Provider {
+    name: String,
+    policy: verifier::Policy,
+    /// Indexes into the plugin's source list.
+    sources: Vec<usize>,
+    forward: bool,
+    /// (claim path, lowercase header name).
+    claim_to_headers: Vec<(String, String)>,
+    on_unavailable: OnJwksUnavailable,
+    min_refetch_ns: u64,
+}
+
+#[derive(Debug)]
+struct CompiledRule {
+    matcher: Match,
+    requires: Option<Requirement>,
+    /// Sources of every provider the requirement mentions.
+    sources: Vec<usize>,
+    dry_run: bool,
+}
+
+impl Rule for CompiledRule {
+    fn matcher(&self) -> &Match {
+        &self.matcher
+    }
+}
+
+/// Per-VM mutable state.
+#[derive(Debug)]
+struct Runtime {
+    cache: TokenCache,
+    keys: Vec<ProviderKeys>,
+    fetchers: Vec<Option<Fetcher>>,
+}
+
+/// The configured filter, shared by all requests of one VM.
+#[derive(Debug)]
+pub struct JwtPlugin {
+    providers: Vec<Provider>,
+    sources: Vec<Source>,
+    rules: Vec<CompiledRule>,
+    unmatched: Unmatched,
+    bypass_cors: bool,
+    dry_run: bool,
+    realm: String,
+    use_host: bool,
+    /// Every `claim_to_headers` header: client-sent copies are always removed.
+    claim_headers: Vec<String>,
+    needs_route_name: bool,
+    metrics: Metrics,
+    counters: Counters,
+    runtime: RefCell<Runtime>,
+}
+
+/// The JSON Schema of the config, for Kong's `meta.json` and `palisade schema jwt`.
+pub fn config_schema() -> serde_json::Value {
+    schemars::schema_for!(Config).to_value()
+}
+
+/// The validation `configure` does, without a host: for `palisade check`.
+pub fn check_config(json: &[u8], host: HostKind) -> Result<(), ConfigError> {
+    let config: Config = palisade_core::config::load(json)?;
+    check_host(&config, host)
+}
+
+/// Features a host lacks are refused by name.
+fn check_host(config: &Config, host: HostKind) -> Result<(), ConfigError> {
+    if config.signature_backend == Backend::Host && !host.has_verify_signature() {
+        return Err(ConfigError::new(
+            "signature_backend",
+            format!(
+                "\"host\" needs the verify_signature foreign function, which {} lacks",
+                host.name()
+            ),
+        ));
+    }
+    if host == HostKind::Kong {
+        // Kong calls `host:port` itself; there is no cluster to name.
+        for (name, p) in &config.providers {
+            let Some(remote) = &p.remote_jwks else {
+                continue;
+            };
+            let has_port = remote
+                .authority
+                .rsplit_once(':')
+                .is_some_and(|(_, port)| port.parse::<u16>().is_ok());
+            if !has_port {
+                return Err(ConfigError::new(
+                    format!("providers.{name}.remote_jwks.authority"),
+                    "on kong the JWKS is fetched from authority itself: give host:port",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn source_index(sources: &mut Vec<Source>, source: Source) -> usize {
+    match sources.iter().position(|s| *s == source) {
+        Some(i) => i,
+        None => {
+            sources.push(source);
+            sources.len() - 1
+        }
+    }
+}
+
+impl JwtPlugin {
+    pub fn new(config: &Config, host: &mut dyn Host) -> Result<JwtPlugin, ConfigError> {
+        check_host(config, host.kind())?;
+        let mut sources = Vec::new();
+        let mut providers = Vec::new();
+        let mut keys = Vec::new();
+        let mut fetchers = Vec::new();
+        let mut claim_headers: Vec<String> = Vec::new();
+        for (name, p) in &config.providers {
+            let mut mine = Vec::new();
+            let defaulted =
+                p.from_headers.is_none() && p.from_params.is_none() && p.from_cookies.is_none();
+            let headers: Vec<(String, String)> = if defaulted {
+                vec![("authorization".into(), "Bearer ".into())]
+            } else {
+                p.from_headers
+                    .iter()
+                    .flatten()
+                    .map(|h| (h.name.to_ascii_lowercase(), h.value_prefix.clone()))
+                    .collect()
+            };
+            for (name, prefix) in headers {
+                mine.push(source_index(&mut sources, Source::Header { name, prefix }));
+            }
+            let params: Vec<String> = if defaulted {
+                vec!["access_token".into()]
+            } else {
+                p.from_params.clone().unwrap_or_default()
+            };
+            for param in params {
+                mine.push(source_index(&mut sources, Source::Param(param)));
+            }
+            for cookie in p.from_cookies.iter().flatten() {
+                mine.push(source_index(&mut sources, Source::Cookie(cookie.clone())));
+            }
+            let allowed = p.allowed_algorithms();
+            let local = match &p.local_jwks {
+                Some(v) => Some(
+                    KeySet::from_value(v, &allowed)
+                        .map_err(|e| ConfigError::new(format!("providers.{name}.local_jwks"), e))?,
+                ),
+                None => None,
+            };
+            keys.push(ProviderKeys::new(local, allowed.clone()));
+            fetchers.push(
+                p.remote_jwks
+                    .as_ref()
+                    .map(|r| Fetcher::new(host.kind(), NAME, name, r.clone())),
+            );
+            let claim_to_headers: Vec<(String, String)> = p
+                .claim_to_headers
+                .iter()
+                .map(|c| (c.claim.clone(), c.header.to_ascii_lowercase()))
+                .collect();
+            for (_, h) in &claim_to_headers {
+                if !claim_headers.contains(h) {
+                    claim_headers.push(h.clone());
+                }
+            }
+            providers.push(Provider {
+                name: name.clone(),
+                policy: verifier::Policy {
+                    issuer: p.issuer.clone(),
+                    audiences: p.audiences.clone(),
+                    allowed: AlgSet::of(&allowed),
+                    clock_skew_s: p.clock_skew_s,
+                    max_token_bytes: p.max_token_bytes,
+                    max_lifetime_s: p.max_lifetime_s,
+                },
+                sources: mine,
+                forward: p.forward,
+                claim_to_headers,
+                on_unavailable: p.on_jwks_unavailable,
+                min_refetch_ns: p
+                    .remote_jwks
+                    .as_ref()
+                    .map(|r| r.min_refetch_interval_s.saturating_mul(NANOS))
+                    .unwrap_or(0),
+            });
+        }
+        let index = |name: &str| providers.iter().position(|p| p.name == name).unwrap_or(0);
+        let rules: Vec<CompiledRule> = config
+            .rules
+            .iter()
+            .map(|r| {
+                let requires = r.requires.as_ref().map(|c| Requirement::compile(c, &index));
+                let mut used = Vec::new();
+                if let Some(req) = &requires {
+                    req.providers(&mut used);
+                }
+                let mut rule_sources: Vec<usize> = Vec::new();
+                for p in used {
+                    for s in &providers[p].sources {
+                        if !rule_sources.contains(s) {
+                            rule_sources.push(*s);
+                        }
+                    }
+                }
+                CompiledRule {
+                    matcher: r.matcher.clone(),
+                    requires,
+                    sources: rule_sources,
+                    dry_run: r.dry_run.unwrap_or(config.dry_run),
+                }
+            })
+            .collect();
+        let use_host = match config.signature_backend {
+            Backend::Auto => host.kind().has_verify_signature(),
+            Backend::Host => true,
+            Backend::Pure => false,
+        };
+        let metrics = Metrics::define(host, NAME, &EVENTS, &answer::REASONS);
+        if config.dry_run {
+            host.log(
+                Level::Warn,
+                &format!("palisade.{NAME}: dry run: requests without a valid token pass"),
+            );
+        }
+        Ok(JwtPlugin {
+            needs_route_name: needs_route_name(&rules),
+            providers,
+            sources,
+            rules,
+            unmatched: config.unmatched,
+            bypass_cors: config.bypass_cors_preflight,
+            dry_run: config.dry_run,
+            realm: config.realm.clone(),
+            use_host,
+            claim_headers,
+            counters: Counters::resolve(&metrics),
+            metrics,
+            runtime: RefCell::new(Runtime {
+                cache: TokenCache::new(config.token_cache_entries),
+                keys,
+                fetchers,
+            }),
+        })
+    }
+
+    /// Whether signatures go to the host's `verify_signature`.
+    pub fn uses_host_signatures(&self) -> bool {
+        self.use_host
+    }
+
+    /// Adopts sets published by other VMs and starts a due fetch.
+    pub fn refresh(&self, host: &mut dyn Host) {
+        let now = host.now_nanos();
+        let mut rt = self.runtime.borrow_mut();
+        let Runtime { keys, fetchers, .. } = &mut *rt;
+        for (fetcher, keys) in fetchers.iter_mut().zip(keys.iter_mut()) {
+            if let Some(f) = fetcher {
+                f.sync(host, keys);
+                f.try_start(host, Trigger::Scheduled, now);
+            }
+        }
+    }
+
+    /// Applies a fetch's answer if `token` is one of this VM's fetches.
+    fn finish_fetch(
+        &self,
+        host: &mut dyn Host,
+        token: u32,
+        status: Option<u16>,
+        body: &[u8],
+    ) -> bool {
+        let now = host.now_nanos();
+        let mut rt = self.runtime.borrow_mut();
+        let Runtime { keys, fetchers, .. } = &mut *rt;
+        for (fetcher, keys) in fetchers.iter_mut().zip(keys.iter_mut()) {
+            let Some(f) = fetcher else { continue };
+            if !f.owns(token) {
+                continue;
+            }
+            match f.finish(host, keys, status, body, now) {
+                Fetched::Updated { keys } => {
+                    self.counters.jwks_fetched.add(host, 1);
+                    host.log(
+                        Level::Info,
+                        &format!(
+                            "palisade.{NAME}: provider {}: JWKS updated ({keys} keys)",
+                            f.provider
+                        ),
+                    );
+                }
+                Fetched::Failed(why) => {
+                    self.counters.jwks_fetch_failed.add(host, 1);
+                    let control = f.control(host);
+                    host.log(
+                        Level::Warn,
+                        &format!(
+                            "palisade.{NAME}: provider {}: JWKS fetch failed: {why}; keeping the last good set, retry in {} s",
+                            f.provider,
+                            f.backoff_s(control.failures.max(1))
+                        ),
+                    );
+                }
+            }
+            return true;
+        }
+        false
+    }
+
+    fn select(&self, host: &dyn Host, headers: &Headers) -> Option<usize> {
+        let method = find(headers, ":method")
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .or_else(|| host.request_header_str(":method"))
+            .unwrap_or_default();
+        let raw_path = match find(headers, ":path") {
+            Some(p) => p.to_vec(),
+            None => host.request_header(":path").unwrap_or_default(),
+        };
+        let path = palisade_core::path::normalize(&String::from_utf8_lossy(&raw_path));
+        let route_name = if self.needs_route_name {
+            host.route_name()
+        } else {
+            None
+        };
+        let input = RouteInput {
+            method: &method,
+            path: &path,
+            route_name: route_name.as_deref(),
+        };
+        let rule = first_match(&self.rules, &input)?;
+        self.rules.iter().position(|r| std::ptr::eq(r, rule))
+    }
+
+    /// What provider `p` makes of `token` (memoized by the caller).
+    fn outcome(
+        &self,
+        host: &mut dyn Host,
+        p: usize,
+        token: &[u8],
+        now_ns: u64,
+        allow_fetch: bool,
+        pending: &mut Option<(usize, u32)>,
+    ) -> Outcome {
+        let provider = &self.providers[p];
+        let now_s = now_ns / NANOS;
+        let (keys, generation) = {
+            let mut rt = self.runtime.borrow_mut();
+            let Runtime {
+                keys,
+                fetchers,
+                cache,
+            } = &mut *rt;
+            if keys[p].current().is_none() {
+                if let Some(f) = &fetchers[p] {
+                    f.sync(host, &mut keys[p]);
+                }
+            }
+            let Some(set) = keys[p].current() else {
+                drop(rt);
+                if provider.on_unavailable == OnJwksUnavailable::Allow {
+                    self.counters.jwks_unavailable_allowed.add(host, 1);
+                    return Outcome::AllowedUnchecked;
+                }
+                return Outcome::Unavailable;
+            };
+            let generation = keys[p].generation;
+            if let Some(v) = cache.get(p, token, now_s, generation) {
+                return Outcome::Valid(v);
+            }
+            (set, generation)
+        };
+        let parsed = match verifier::parse(token, &provider.policy) {
+            Ok(parsed) => parsed,
+            Err(f) => return Outcome::Invalid(f),
+        };
+        let mut checked = None;
+        let result = verifier::verify(
+            parsed,
+            &keys,
+            &provider.policy,
+            now_s,
+            host,
+            self.use_host,
+            &mut checked,
+        );
+        match checked {
+            Some(CheckedBy::Host) => self.counters.verified_host.add(host, 1),
+            Some(CheckedBy::Pure) => self.counters.verified_pure.add(host, 1),
+            None => {}
+        }
+        match result {
+            Ok(v) => {
+                let v = Rc::new(v);
+                self.runtime
+                    .borrow_mut()
+                    .cache
+                    .insert(p, token, v.clone(), now_s, generation);
+                Outcome::Valid(v)
+            }
+            Err(Failure::UnknownKid(kid)) => {
+                self.unknown_kid(host, p, &kid, token, now_ns, allow_fetch, pending)
+            }
+            Err(f) => Outcome::Invalid(f),
+        }
+    }
+
+    /// A `kid` the set lacks: maybe another VM already has the new set;
+    /// else refetch now (at most once per interval), unless recently refused.
+    #[allow(clippy::too_many_arguments)]
+    fn unknown_kid(
+        &self,
+        host: &mut dyn Host,
+        p: usize,
+        kid: &str,
+        token: &[u8],
+        now_ns: u64,
+        allow_fetch: bool,
+        pending: &mut Option<(usize, u32)>,
+    ) -> Outcome {
+        let unknown = Outcome::Invalid(Failure::UnknownKid(kid.to_string()));
+        let started = {
+            let mut rt = self.runtime.borrow_mut();
+            let Runtime { keys, fetchers, .. } = &mut *rt;
+            let Some(fetcher) = fetchers[p].as_mut() else {
+                return unknown;
+            };
+            if keys[p].is_negative(kid, now_ns) {
+                return unknown;
+            }
+            let adopted = fetcher.sync(host, &mut keys[p]);
+            if adopted && keys[p].current().is_some_and(|k| k.has_kid(kid)) {
+                None
+            } else {
+                let started = if allow_fetch {
+                    fetcher.try_start(host, Trigger::UnknownKid, now_ns)
+                } else {
+                    None
+                };
+                if started.is_none() {
+                    let until = now_ns.saturating_add(self.providers[p].min_refetch_ns.max(NANOS));
+                    keys[p].remember_unknown(kid, until);
+                    return unknown;
+                }
+                started
+            }
+        };
+        match started {
+            Some(call) => {
+                self.counters.jwks_refetch_unknown_kid.add(host, 1);
+                *pending = Some((p, call));
+                Outcome::Pending
+            }
+            // The new set from another VM has the kid: verify against it.
+            None => self.outcome(host, p, token, now_ns, false, pending),
+        }
+    }
+
+    fn on_unavailable(&self, p: usize) -> OnJwksUnavailable {
+        self.providers
+            .get(p)
+            .map(|p| p.on_unavailable)
+            .unwrap_or_default()
+    }
+}
+
+fn find<'h>(headers: &'h Headers, name: &str) -> Option<&'h [u8]> {
+    headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_slice())
+}
+
+impl Plugin for JwtPlugin {
+    const NAME: &'static str = NAME;
+    type Filter = JwtFilter;
+
+    fn configure(config: &[u8], host: &mut dyn Host) -> Result<Self, ConfigError> {
+        let config: Config = palisade_core::config::load(config)?;
+        let plugin = JwtPlugin::new(&config, host)?;
+        plugin.refresh(host);
+        Ok(plugin)
+    }
+
+    fn new_filter(plugin: &Rc<Self>) -> JwtFilter {
+        JwtFilter {
+            plugin: plugin.clone(),
+            pending: None,
+        }
+    }
+
+    fn tick_period_ms(&self) -> Option<u64> {
+        self.runtime
+            .borrow()
+            .fetchers
+            .iter()
+            .any(Option::is_some)
+            .then_some(TICK_MS)
+    }
+
+    fn on_tick(&self, host: &mut dyn Host) {
+        self.refresh(host);
+    }
+
+    fn on_call_response(&self, host: &mut dyn Host, response: CallResponse) {
+        if let CallResponse::Http {
+            token,
+            status,
+            body,
+            ..
+        } = response
+        {
+            self.finish_fetch(host, token, status, &body);
+        }
+    }
+}
+
+/// A request waiting for a JWKS refetch.
+#[derive(Debug)]
+struct Pending {
+    call: u32,
+    rule: usize,
+    extraction: Extraction,
+    ctx: RequestContext,
+}
+
+/// One request.
+#[derive(Debug)]
+pub struct JwtFilter {
+    plugin: Rc<JwtPlugin>,
+    pending: Option<Pending>,
+}
+
+impl JwtFilter {
+    fn decide(
+        &mut self,
+        host: &mut dyn Host,
+        headers: &Headers,
+        ctx: RequestContext,
+        rule_index: usize,
+        extraction: Extraction,
+        allow_fetch: bool,
+    ) -> Flow {
+        let plugin = self.plugin.clone();
+        let Some(rule) = plugin.rules.get(rule_index) else {
+            return Flow::Continue;
+        };
+        let Some(requires) = &rule.requires else {
+            return Flow::Continue;
+        };
+        let now_ns = host.now_nanos();
+        let mut memo: Vec<Option<Outcome>> = vec![None; plugin.providers.len()];
+        let mut pending = None;
+        let verdict = requires.evaluate(&mut |p| {
+            if let Some(Some(o)) = memo.get(p) {
+                return o.clone();
+            }
+            let outcome = match &extraction {
+                Extraction::One { source, token }
+                    if plugin.providers[p].sources.contains(source) =>
+                {
+                    plugin.outcome(host, p, token, now_ns, allow_fetch, &mut pending)
+                }
+                _ => Outcome::Missing,
+            };
+            if let Some(slot) = memo.get_mut(p) {
+                *slot = Some(outcome.clone());
+            }
+            outcome
+        });
+        match verdict {
+            Verdict::Met(met) => {
+                plugin.allow(host, headers, &ctx, &met, &extraction, rule.dry_run);
+                Flow::Continue
+            }
+            Verdict::Unmet(unmet) => {
+                let denial =
+                    answer::for_unmet(&unmet, &plugin.realm, &|p| plugin.on_unavailable(p));
+                ctx.reject(host, &plugin.metrics, denial, rule.dry_run)
+            }
+            Verdict::Pending(_) => match pending {
+                Some((_, call)) => {
+                    self.pending = Some(Pending {
+                        call,
+                        rule: rule_index,
+                        extraction,
+                        ctx,
+                    });
+                    Flow::Pause
+                }
+                None => Flow::Continue,
+            },
+        }
+    }
+}
+
+impl JwtPlugin {
+    /// The success path: claim headers (client copies already gone), the
+    /// token stripped unless `forward`, the decision published.
+    fn allow(
+        &self,
+        host: &mut dyn Host,
+        headers: &Headers,
+        ctx: &RequestContext,
+        met: &[(usize, Rc<Verified>)],
+        extraction: &Extraction,
+        dry_run: bool,
+    ) {
+        for (p, verified) in met {
+            for (claim, header) in &self.providers[*p].claim_to_headers {
+                if let Some(value) =
+                    matcher::claim(&verified.claims, claim).and_then(matcher::header_value)
+                {
+                    host.set_request_header(header, value.as_bytes());
+                }
+            }
+        }
+        if let (Extraction::One { source, .. }, false) = (extraction, met.is_empty() || dry_run) {
+            let forward = met.iter().any(|(p, _)| self.providers[*p].forward);
+            if let (false, Some(s)) = (forward, self.sources.get(*source)) {
+                extractor::strip(host, headers, s);
+            }
+        }
+        if let Some((_, verified)) = met.first() {
+            host.set_property(&[CLAIMS_PROPERTY], &verified.claims_json);
+            ctx.publish(host, "allow");
+            self.counters.allowed.add(host, 1);
+        }
+    }
+}
+
+/// The correlation id from the fetched list.
+fn context(headers: &Headers) -> RequestContext {
+    RequestContext {
+        filter: NAME,
+        request_id: request_id::correlation_id(
+            find(headers, request_id::HEADER),
+            find(headers, request_id::TRACEPARENT),
+        ),
+    }
+}
+
+impl HttpFilter for JwtFilter {
+    fn on_request_headers(&mut self, host: &mut dyn Host, _end_of_stream: bool) -> Flow {
+        let headers = host.request_headers();
+        let plugin = self.plugin.clone();
+        let ctx = context(&headers);
+        // A client must never forge an identity header, whatever the route.
+        for name in &plugin.claim_headers {
+            if find(&headers, name).is_some() {
+                host.remove_request_header(name);
+            }
+        }
+        if plugin.bypass_cors && extractor::is_cors_preflight(&headers) {
+            return Flow::Continue;
+        }
+        let Some(rule_index) = plugin.select(host, &headers) else {
+            return match plugin.unmatched {
+                Unmatched::Allow => Flow::Continue,
+                Unmatched::Deny => {
+                    ctx.reject(host, &plugin.metrics, answer::unmatched(), plugin.dry_run)
+                }
+            };
+        };
+        let rule = &plugin.rules[rule_index];
+        if rule.requires.is_none() {
+            return Flow::Continue;
+        }
+        let extraction = extractor::extract(&headers, &plugin.sources, &rule.sources);
+        if extraction == Extraction::Ambiguous {
+            return ctx.reject(
+                host,
+                &plugin.metrics,
+                answer::ambiguous(&plugin.realm),
+                rule.dry_run,
+            );
+        }
+        self.decide(host, &headers, ctx, rule_index, extraction, true)
+    }
+
+    fn on_call_response(&mut self, host: &mut dyn Host, response: CallResponse) -> Flow {
+        let CallResponse::Http {
+            token,
+            status,
+            body,
+            ..
+        } = response
+        else {
+            return Flow::Continue;
+        };
+        let Some(pending) = self.pending.take() else {
+            return Flow::Continue;
+        };
+        if pending.call != token {
+            self.pending = Some(pending);
+            return Flow::Pause;
+        }
+        let plugin = self.plugin.clone();
+        plugin.finish_fetch(host, token, status, &body);
+        let headers = host.request_headers();
+        self.decide(
+            host,
+            &headers,
+            pending.ctx,
+            pending.rule,
+            pending.extraction,
+            false,
+        )
+    }
+}

@@ -1,0 +1,279 @@
+//! `requires` trees (`provider`, `any`, `all`, `allow_missing`, `scopes`,
+//! `claims`), evaluated lazily: a provider's token is verified only when a
+//! node asks for it, and at most once per request.
+
+use crate::config::{ClaimCheck, RequirementConfig};
+use crate::matcher;
+use crate::verifier::{Failure, Verified};
+use std::rc::Rc;
+
+/// A compiled requirement; providers by index.
+#[derive(Debug, Clone)]
+pub enum Requirement {
+    Provider {
+        provider: usize,
+        scopes: Vec<String>,
+        claims: Vec<ClaimCheck>,
+        allow_missing: bool,
+    },
+    Any(Vec<Requirement>, bool),
+    All(Vec<Requirement>, bool),
+}
+
+/// What one provider made of the request's token.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Missing,
+    Invalid(Failure),
+    Valid(Rc<Verified>),
+    /// No good key set yet (`on_jwks_unavailable` decides).
+    Unavailable,
+    /// No key set yet and `on_jwks_unavailable: allow`: passes unchecked.
+    AllowedUnchecked,
+    /// A JWKS fetch must run before this provider can answer.
+    Pending,
+}
+
+/// Why a requirement is not met, in the order answers prefer them.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Unmet {
+    Missing,
+    Unavailable(usize),
+    Invalid(Failure),
+    /// 403: the token is valid but lacks scopes (listed) or a claim.
+    Insufficient {
+        scopes: Vec<String>,
+        claim: bool,
+    },
+}
+
+impl Unmet {
+    fn rank(&self) -> u8 {
+        match self {
+            Unmet::Missing => 0,
+            Unmet::Unavailable(_) => 1,
+            Unmet::Invalid(_) => 2,
+            Unmet::Insufficient { .. } => 3,
+        }
+    }
+}
+
+/// The tree's verdict.
+#[derive(Debug, Clone)]
+pub enum Verdict {
+    /// Met, by these providers' tokens (empty: met without a token).
+    Met(Vec<(usize, Rc<Verified>)>),
+    Unmet(Unmet),
+    /// Provider waiting for its key set.
+    Pending(usize),
+}
+
+enum Step {
+    Met(Vec<(usize, Rc<Verified>)>),
+    Unmet(Unmet),
+    Pending(usize),
+}
+
+impl Requirement {
+    pub fn compile(config: &RequirementConfig, index: &dyn Fn(&str) -> usize) -> Requirement {
+        if let Some(list) = &config.any {
+            return Requirement::Any(
+                list.iter()
+                    .map(|c| Requirement::compile(c, index))
+                    .collect(),
+                config.allow_missing,
+            );
+        }
+        if let Some(list) = &config.all {
+            return Requirement::All(
+                list.iter()
+                    .map(|c| Requirement::compile(c, index))
+                    .collect(),
+                config.allow_missing,
+            );
+        }
+        Requirement::Provider {
+            provider: index(config.provider.as_deref().unwrap_or_default()),
+            scopes: config.scopes.clone(),
+            claims: config.claims.clone(),
+            allow_missing: config.allow_missing,
+        }
+    }
+
+    /// Every provider the tree mentions.
+    pub fn providers(&self, out: &mut Vec<usize>) {
+        match self {
+            Requirement::Provider { provider, .. } => {
+                if !out.contains(provider) {
+                    out.push(*provider);
+                }
+            }
+            Requirement::Any(list, _) | Requirement::All(list, _) => {
+                list.iter().for_each(|r| r.providers(out))
+            }
+        }
+    }
+
+    /// Evaluates with `outcome(provider)`, which the caller memoizes.
+    pub fn evaluate(&self, outcome: &mut dyn FnMut(usize) -> Outcome) -> Verdict {
+        match self.step(outcome) {
+            Step::Met(v) => Verdict::Met(v),
+            Step::Unmet(u) => Verdict::Unmet(u),
+            Step::Pending(p) => Verdict::Pending(p),
+        }
+    }
+
+    fn step(&self, outcome: &mut dyn FnMut(usize) -> Outcome) -> Step {
+        let (result, allow_missing) = match self {
+            Requirement::Provider {
+                provider,
+                scopes,
+                claims,
+                allow_missing,
+            } => {
+                let result = match outcome(*provider) {
+                    Outcome::Missing => Step::Unmet(Unmet::Missing),
+                    Outcome::Invalid(f) => Step::Unmet(Unmet::Invalid(f)),
+                    Outcome::Unavailable => Step::Unmet(Unmet::Unavailable(*provider)),
+                    Outcome::AllowedUnchecked => Step::Met(Vec::new()),
+                    Outcome::Pending => Step::Pending(*provider),
+                    Outcome::Valid(v) => {
+                        let missing = matcher::missing_scopes(&v.claims, scopes);
+                        let claims_ok = claims.iter().all(|c| matcher::check(&v.claims, c));
+                        if missing.is_empty() && claims_ok {
+                            Step::Met(vec![(*provider, v)])
+                        } else {
+                            Step::Unmet(Unmet::Insufficient {
+                                scopes: scopes.clone(),
+                                claim: !claims_ok,
+                            })
+                        }
+                    }
+                };
+                (result, *allow_missing)
+            }
+            Requirement::Any(list, allow_missing) => {
+                let mut worst: Option<Unmet> = None;
+                let mut met = None;
+                for child in list {
+                    match child.step(outcome) {
+                        Step::Met(v) => {
+                            met = Some(v);
+                            break;
+                        }
+                        Step::Pending(p) => return Step::Pending(p),
+                        Step::Unmet(u) => {
+                            if worst.as_ref().is_none_or(|w| u.rank() > w.rank()) {
+                                worst = Some(u);
+                            }
+                        }
+                    }
+                }
+                let result = match (met, worst) {
+                    (Some(v), _) => Step::Met(v),
+                    (None, Some(u)) => Step::Unmet(u),
+                    (None, None) => Step::Unmet(Unmet::Missing),
+                };
+                (result, *allow_missing)
+            }
+            Requirement::All(list, allow_missing) => {
+                let mut all = Vec::new();
+                let mut missing = false;
+                let mut failed = None;
+                for child in list {
+                    match child.step(outcome) {
+                        Step::Met(v) => all.extend(v),
+                        Step::Pending(p) => return Step::Pending(p),
+                        Step::Unmet(Unmet::Missing) => missing = true,
+                        Step::Unmet(u) => {
+                            failed = Some(u);
+                            break;
+                        }
+                    }
+                }
+                let result = match (failed, missing) {
+                    (Some(u), _) => Step::Unmet(u),
+                    (None, true) => Step::Unmet(Unmet::Missing),
+                    (None, false) => Step::Met(all),
+                };
+                (result, *allow_missing)
+            }
+        };
+        match result {
+            Step::Unmet(Unmet::Missing) if allow_missing => Step::Met(Vec::new()),
+            other => other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn valid(scope: &str) -> Outcome {
+        let claims = json!({"scope": scope, "exp": 10})
+            .as_object()
+            .cloned()
+            .unwrap();
+        Outcome::Valid(Rc::new(Verified {
+            claims,
+            claims_json: Vec::new(),
+            exp: 10,
+        }))
+    }
+
+    fn node(p: usize, scopes: &[&str], allow_missing: bool) -> Requirement {
+        Requirement::Provider {
+            provider: p,
+            scopes: scopes.iter().map(|s| s.to_string()).collect(),
+            claims: vec![],
+            allow_missing,
+        }
+    }
+
+    #[test]
+    fn any_all_and_allow_missing() {
+        let any = Requirement::Any(vec![node(0, &[], false), node(1, &[], false)], false);
+        let mut asked = Vec::new();
+        let v = any.evaluate(&mut |p| {
+            asked.push(p);
+            if p == 0 {
+                valid("")
+            } else {
+                Outcome::Missing
+            }
+        });
+        assert!(matches!(v, Verdict::Met(ref m) if m.len() == 1));
+        assert_eq!(asked, vec![0], "the second provider is never verified");
+
+        let v = any.evaluate(&mut |p| {
+            if p == 0 {
+                Outcome::Missing
+            } else {
+                Outcome::Invalid(Failure::Expired)
+            }
+        });
+        assert!(matches!(
+            v,
+            Verdict::Unmet(Unmet::Invalid(Failure::Expired))
+        ));
+
+        let all = Requirement::All(vec![node(0, &["a"], false), node(1, &[], false)], false);
+        let v = all.evaluate(&mut |p| if p == 0 { valid("b") } else { valid("") });
+        assert!(matches!(v, Verdict::Unmet(Unmet::Insufficient { .. })));
+
+        let optional = node(0, &[], true);
+        assert!(
+            matches!(optional.evaluate(&mut |_| Outcome::Missing), Verdict::Met(ref m) if m.is_empty())
+        );
+        assert!(matches!(
+            optional.evaluate(&mut |_| Outcome::Invalid(Failure::Issuer)),
+            Verdict::Unmet(Unmet::Invalid(Failure::Issuer))
+        ));
+        assert!(matches!(
+            optional.evaluate(&mut |_| Outcome::Pending),
+            Verdict::Pending(0)
+        ));
+    }
+}
