@@ -27,9 +27,11 @@
 
 pub mod client;
 pub mod config;
+pub mod deploy_support;
 pub mod envoy;
 pub mod paths;
 pub mod ports;
+pub mod ratelimit_support;
 pub mod upstream;
 mod yaml;
 

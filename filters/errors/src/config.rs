@@ -12,6 +12,7 @@ use crate::strip::{self, StripPattern};
 use palisade_core::config::{self, Validate};
 use palisade_core::route::{self, Match, Rule};
 use palisade_core::ConfigError;
+use schemars::JsonSchema;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -41,17 +42,20 @@ fn default_stream_types() -> Vec<String> {
 }
 
 /// The config as written.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     /// Always masked.
     #[serde(default = "default_statuses")]
+    #[schemars(schema_with = "schema::statuses")]
     pub statuses: StatusSet,
     /// Masked only when the body looks like a leak.
     #[serde(default = "default_detect")]
+    #[schemars(schema_with = "schema::statuses")]
     pub detect_leaks_in: StatusSet,
     /// Dropped from masked responses.
     #[serde(default = "default_strip")]
+    #[schemars(schema_with = "schema::strip_patterns")]
     pub strip_headers: Vec<StripPattern>,
     /// Replaces the default leak patterns (name → regex).
     #[serde(default)]
@@ -64,9 +68,11 @@ pub struct RawConfig {
     pub disabled_leak_patterns: Vec<String>,
     /// How much of a leak candidate's body is buffered and scanned.
     #[serde(default = "default_scan_bytes")]
+    #[schemars(range(min = 1, max = MAX_SCAN_BYTES))]
     pub scan_bytes: usize,
     /// How much of a masked body is logged (0: none).
     #[serde(default = "default_log_body_bytes")]
+    #[schemars(range(max = MAX_LOG_BODY_BYTES))]
     pub log_body_bytes: usize,
     /// Hold leak candidates' headers until the body is scanned (Envoy with
     /// `allow_on_headers_stop_iteration: true` only).
@@ -83,15 +89,21 @@ pub struct RawConfig {
 }
 
 /// `{ "match": {...}, ...overrides }`: unset fields keep the top-level value.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RuleConfig {
     #[serde(rename = "match", default)]
     pub matcher: Match,
     /// `false`: responses of matching requests pass untouched.
     pub enabled: Option<bool>,
+    #[serde(default)]
+    #[schemars(schema_with = "schema::optional_statuses")]
     pub statuses: Option<StatusSet>,
+    #[serde(default)]
+    #[schemars(schema_with = "schema::optional_statuses")]
     pub detect_leaks_in: Option<StatusSet>,
+    #[serde(default)]
+    #[schemars(schema_with = "schema::optional_strip_patterns")]
     pub strip_headers: Option<Vec<StripPattern>>,
     pub hold_headers: Option<bool>,
     pub dry_run: Option<bool>,
@@ -236,5 +248,49 @@ impl Config {
             .trim()
             .to_ascii_lowercase();
         self.stream_content_types.contains(&media)
+    }
+}
+
+/// JSON Schemas of the types this config borrows (the core's `Match`, the
+/// status and strip-pattern parsers), which do not derive `JsonSchema`:
+/// `palisade schema errors` and Kong's `meta.json` are generated from these
+/// and the derives above.
+mod schema {
+    use schemars::{json_schema, Schema, SchemaGenerator};
+
+    /// `"4xx"`, `"5xx"` (any case), or an error status 400-599 as a number
+    /// or three digits.
+    fn status() -> serde_json::Value {
+        serde_json::json!({"anyOf": [
+            {"type": "integer", "minimum": 400, "maximum": 599},
+            {"type": "string", "pattern": "^\\s*([45][xX][xX]|[45][0-9][0-9])\\s*$"}
+        ]})
+    }
+
+    /// A list of statuses, or one alone.
+    pub fn statuses(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({"anyOf": [{"type": "array", "items": status()}, status()]})
+    }
+
+    /// `null` keeps the top-level value (in rules).
+    pub fn optional_statuses(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({"anyOf": [{"type": "array", "items": status()}, status(), {"type": "null"}]})
+    }
+
+    fn strip_pattern() -> serde_json::Value {
+        serde_json::json!({
+            "type": "string",
+            "pattern": "^\\s*[!#$%&'+.^_`|~0-9A-Za-z-]+[*]?\\s*$"
+        })
+    }
+
+    /// A header name or a `prefix-*` wildcard, surrounding blanks ignored.
+    pub fn strip_patterns(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({"type": "array", "items": strip_pattern()})
+    }
+
+    /// `null` keeps the top-level value (in rules).
+    pub fn optional_strip_patterns(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({"type": ["array", "null"], "items": strip_pattern()})
     }
 }

@@ -31,6 +31,19 @@ pub use mask::{ErrorsFilter, EVENTS};
 /// Metric, log and decision-header name.
 pub const NAME: &str = "errors";
 
+/// The JSON Schema of the config (schemars' draft 2020-12), for Kong's
+/// `meta.json` and `palisade schema errors`.
+pub fn config_schema() -> serde_json::Value {
+    schemars::schema_for!(config::RawConfig).to_value()
+}
+
+/// The validation `configure` does (leak patterns compiled included),
+/// without a host: for `palisade check`. The errors filter behaves the same
+/// on every host, so `host` changes nothing.
+pub fn check_config(json: &[u8], _host: palisade_core::HostKind) -> Result<(), ConfigError> {
+    Config::load(json).map(|_| ())
+}
+
 /// The configured filter, shared by every request of a VM.
 pub struct ErrorsPlugin {
     pub config: Config,

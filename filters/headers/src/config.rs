@@ -10,10 +10,11 @@ use palisade_core::config::{ConfigError, Validate};
 use palisade_core::header_pattern::{check_name, HeaderPattern};
 use palisade_core::method::Method;
 use palisade_core::route::{validate_rules, Match, Rule};
+use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Decide, log and count, but change nothing and let every request through.
@@ -28,33 +29,39 @@ pub struct Config {
 }
 
 /// Request overrides; `None` keeps the value of the layer below.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RequestSettings {
     /// Names and `prefix-*` wildcards dropped before the upstream sees them.
+    #[serde(default)]
     pub remove: Option<Vec<HeaderPattern>>,
     /// Allow-list mode; `null` turns it off in a rule.
     #[serde(default, deserialize_with = "double_option")]
+    #[schemars(schema_with = "schema::nullable_header_patterns")]
     pub allow_only: Option<Option<Vec<HeaderPattern>>>,
     /// Else 405; `null` allows every method again in a rule.
     #[serde(default, deserialize_with = "double_option")]
+    #[schemars(schema_with = "schema::nullable_methods")]
     pub allowed_methods: Option<Option<Vec<Method>>>,
+    #[schemars(range(min = 1))]
     pub max_headers: Option<u32>,
+    #[schemars(range(min = 1))]
     pub max_header_bytes: Option<u32>,
     pub reject_control_characters: Option<bool>,
 }
 
 /// Response overrides; `None` keeps the value of the layer below.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResponseSettings {
+    #[serde(default)]
     pub remove: Option<Vec<HeaderPattern>>,
     /// Merged into the layer below: a string adds or replaces, `null` removes.
     pub add_if_absent: Option<BTreeMap<String, Option<String>>>,
     pub expose_request_id: Option<bool>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RuleConfig {
     #[serde(rename = "match", default)]
@@ -201,4 +208,22 @@ fn check_value(v: &str) -> Result<(), String> {
         return Err("the value must be printable ASCII (no control characters)".to_string());
     }
     Ok(())
+}
+
+/// Schemas of the fields whose `null` means "off in this rule" (a double
+/// option, which schemars cannot see through).
+mod schema {
+    use palisade_core::header_pattern::HeaderPattern;
+    use palisade_core::method::Method;
+    use schemars::{json_schema, Schema, SchemaGenerator};
+
+    pub fn nullable_header_patterns(generator: &mut SchemaGenerator) -> Schema {
+        let item = generator.subschema_for::<HeaderPattern>();
+        json_schema!({"type": ["array", "null"], "items": item})
+    }
+
+    pub fn nullable_methods(generator: &mut SchemaGenerator) -> Schema {
+        let item = generator.subschema_for::<Method>();
+        json_schema!({"type": ["array", "null"], "items": item, "minItems": 1})
+    }
 }

@@ -63,6 +63,18 @@ impl Counters {
     }
 }
 
+/// The JSON Schema of the config (schemars' draft 2020-12), for Kong's
+/// `meta.json` and `palisade schema headers`.
+pub fn config_schema() -> serde_json::Value {
+    schemars::schema_for!(Config).to_value()
+}
+
+/// The validation `configure` does, without a host: for `palisade check`.
+/// The headers filter behaves the same on every host, so `host` changes nothing.
+pub fn check_config(json: &[u8], _host: palisade_core::HostKind) -> Result<(), ConfigError> {
+    palisade_core::config::load::<Config>(json).map(|_| ())
+}
+
 /// A rule with its fully resolved policy.
 #[derive(Debug)]
 struct CompiledRule {

@@ -1,0 +1,487 @@
+//! The chain file: routes, and for each the filters in order with their
+//! configs; configs shared by every route live under `filters`.
+//!
+//! ```yaml
+//! version: 1
+//! upstreams:
+//!   backend: http://127.0.0.1:8080
+//! filters:                 # shared configs: what a route gets when it names the filter
+//!   errors: {hold_headers: true}
+//! routes:
+//!   - name: api
+//!     match: {prefix: /api/}
+//!     upstream: backend
+//!     filters: [errors, headers]          # outermost first; headers gets `{}`
+//!   - name: admin
+//!     match: {path: /admin}
+//!     upstream: backend
+//!     filters:
+//!       - errors
+//!       - headers: {request: {allowed_methods: [GET]}}   # replaces the shared config
+//! ```
+//!
+//! Loading checks the file's shape (unknown keys are errors); [`resolve`]
+//! checks the references between its parts. Filter configs themselves are
+//! checked by `palisade check` with each filter's own code.
+
+use crate::registry::{self, Filter};
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::fmt;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChainFile {
+    /// Format version; only 1 exists.
+    pub version: u32,
+    /// Upstream name → `http://host:port` (an Envoy cluster, a Kong service).
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, String>,
+    /// Shared filter configs, by filter name.
+    #[serde(default)]
+    pub filters: BTreeMap<String, Value>,
+    pub routes: Vec<RouteSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSpec {
+    /// Envoy route name (`xds.route_name`), Kong route name, Istio resource names.
+    pub name: String,
+    #[serde(rename = "match")]
+    pub matcher: RouteMatch,
+    /// A key of `upstreams`.
+    pub upstream: String,
+    /// The chain, outermost first.
+    #[serde(default)]
+    pub filters: Vec<FilterRef>,
+    /// Where Istio attaches this route's filters: WasmPlugins attach to
+    /// workloads or gateways, not to routes.
+    #[serde(default)]
+    pub istio: Option<IstioTarget>,
+}
+
+/// A path prefix or an exact path, as Envoy and Kong route on them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteMatch {
+    pub prefix: Option<String>,
+    pub path: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IstioTarget {
+    /// Namespace of the rendered resources (default `istio-system`).
+    pub namespace: Option<String>,
+    /// `selector: {matchLabels: {...}}`.
+    pub selector: Option<Value>,
+    /// `targetRefs: [{kind: Gateway, group: gateway.networking.k8s.io, name: ...}]`.
+    #[serde(rename = "targetRefs")]
+    pub target_refs: Option<Value>,
+    /// WasmPlugin `match` (traffic mode and ports).
+    #[serde(rename = "match")]
+    pub traffic: Option<Value>,
+    /// EnvoyFilter patch context: `SIDECAR_INBOUND` (default) or `GATEWAY`.
+    pub context: Option<String>,
+}
+
+/// EnvoyFilter patch contexts.
+pub const ISTIO_CONTEXTS: [&str; 4] = ["SIDECAR_INBOUND", "SIDECAR_OUTBOUND", "GATEWAY", "ANY"];
+
+/// `headers` (shared config or `{}`) or `{headers: {...}}` (this route's own).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum FilterRef {
+    Name(String),
+    WithConfig(BTreeMap<String, Value>),
+}
+
+/// Something wrong in the file, with where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub at: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.at.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.at, self.message)
+        }
+    }
+}
+
+fn problem(at: impl Into<String>, message: impl Into<String>) -> Problem {
+    Problem {
+        at: at.into(),
+        message: message.into(),
+    }
+}
+
+/// Where a config was written: shared, or in one route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    Shared,
+    Route(usize),
+}
+
+/// One filter of one route, with the config it gets.
+#[derive(Debug, Clone)]
+pub struct Use {
+    pub filter: &'static Filter,
+    pub config: Value,
+    pub origin: Origin,
+}
+
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub name: String,
+    pub prefix: Option<String>,
+    pub path: Option<String>,
+    pub upstream: String,
+    pub filters: Vec<Use>,
+    pub istio: Option<IstioTarget>,
+}
+
+/// A chain whose references all resolve.
+#[derive(Debug, Clone)]
+pub struct Chain {
+    pub upstreams: BTreeMap<String, Upstream>,
+    /// Shared configs (every one, used or not: all are checked).
+    pub shared: Vec<(&'static Filter, Value)>,
+    pub routes: Vec<Route>,
+}
+
+/// `http://host:port`, split.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    pub url: String,
+    pub host: String,
+    pub port: u16,
+}
+
+/// Parses a chain file's text.
+pub fn parse(text: &str) -> Result<ChainFile, Problem> {
+    serde_norway::from_str(text).map_err(|e| problem("", e.to_string()))
+}
+
+/// Loads and resolves; every problem found is returned, not only the first.
+pub fn load(text: &str) -> Result<Chain, Vec<Problem>> {
+    let file = parse(text).map_err(|p| vec![p])?;
+    resolve(&file)
+}
+
+fn known_filter(name: &str, at: &str) -> Result<&'static Filter, Problem> {
+    registry::find(name).ok_or_else(|| {
+        problem(
+            at,
+            format!("unknown filter {name:?} (known: {})", registry::names()),
+        )
+    })
+}
+
+/// Route names become Envoy route names, Kong route names and parts of
+/// Kubernetes resource names.
+fn check_route_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 50
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name:?}: use 1-50 lowercase letters, digits and '-' (it names Kubernetes resources)"
+        ))
+    }
+}
+
+fn parse_upstream(url: &str) -> Result<Upstream, String> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("{url:?}: expected http://host:port"))?;
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    let (host, port) = authority
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{url:?}: the port is missing (http://host:port)"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("{url:?}: invalid port {port:?}"))?;
+    if host.is_empty() || host.contains('/') || authority.contains('/') {
+        return Err(format!("{url:?}: expected http://host:port without a path"));
+    }
+    Ok(Upstream {
+        url: url.to_string(),
+        host: host.to_string(),
+        port,
+    })
+}
+
+fn check_path(value: &str) -> Result<(), String> {
+    if !value.starts_with('/') {
+        return Err(format!("{value:?} must start with '/'"));
+    }
+    if value
+        .bytes()
+        .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+    {
+        return Err(format!("{value:?} must not contain blanks"));
+    }
+    Ok(())
+}
+
+/// Checks every reference and builds the routes' filter lists.
+pub fn resolve(file: &ChainFile) -> Result<Chain, Vec<Problem>> {
+    let mut problems = Vec::new();
+    if file.version != 1 {
+        problems.push(problem(
+            "version",
+            format!(
+                "unsupported version {} (this palisade reads 1)",
+                file.version
+            ),
+        ));
+    }
+
+    let mut upstreams = BTreeMap::new();
+    for (name, url) in &file.upstreams {
+        match parse_upstream(url) {
+            Ok(u) => {
+                upstreams.insert(name.clone(), u);
+            }
+            Err(m) => problems.push(problem(format!("upstreams.{name}"), m)),
+        }
+    }
+
+    let mut shared = Vec::new();
+    for (name, config) in &file.filters {
+        let at = format!("filters.{name}");
+        match known_filter(name, &at) {
+            Ok(f) => shared.push((f, config.clone())),
+            Err(p) => problems.push(p),
+        }
+    }
+
+    if file.routes.is_empty() {
+        problems.push(problem("routes", "a chain needs at least one route"));
+    }
+    let mut routes = Vec::new();
+    for (i, spec) in file.routes.iter().enumerate() {
+        let at = format!("routes[{i}]");
+        if let Err(m) = check_route_name(&spec.name) {
+            problems.push(problem(format!("{at}.name"), m));
+        }
+        if file.routes[..i].iter().any(|r| r.name == spec.name) {
+            problems.push(problem(
+                format!("{at}.name"),
+                format!("route {:?} is defined twice", spec.name),
+            ));
+        }
+        match (&spec.matcher.prefix, &spec.matcher.path) {
+            (Some(v), None) | (None, Some(v)) => {
+                if let Err(m) = check_path(v) {
+                    problems.push(problem(format!("{at}.match"), m));
+                }
+            }
+            _ => problems.push(problem(
+                format!("{at}.match"),
+                "give exactly one of prefix and path",
+            )),
+        }
+        if !file.upstreams.contains_key(&spec.upstream) {
+            problems.push(problem(
+                format!("{at}.upstream"),
+                format!("{:?} is not in upstreams", spec.upstream),
+            ));
+        }
+        if let Some(istio) = &spec.istio {
+            if istio.selector.is_some() && istio.target_refs.is_some() {
+                problems.push(problem(
+                    format!("{at}.istio"),
+                    "selector and targetRefs are mutually exclusive",
+                ));
+            }
+            if let Some(context) = &istio.context {
+                if !ISTIO_CONTEXTS.contains(&context.as_str()) {
+                    problems.push(problem(
+                        format!("{at}.istio.context"),
+                        format!("{context:?}: expected one of {}", ISTIO_CONTEXTS.join(", ")),
+                    ));
+                }
+            }
+        }
+        let mut uses: Vec<Use> = Vec::new();
+        for (j, r) in spec.filters.iter().enumerate() {
+            let fat = format!("{at}.filters[{j}]");
+            let (name, own) = match r {
+                FilterRef::Name(n) => (n.clone(), None),
+                FilterRef::WithConfig(m) => match m.iter().next() {
+                    Some((n, c)) if m.len() == 1 => (n.clone(), Some(c.clone())),
+                    _ => {
+                        problems.push(problem(
+                            fat,
+                            "write a filter as `name` or as `name: {config}` (one key)",
+                        ));
+                        continue;
+                    }
+                },
+            };
+            let filter = match known_filter(&name, &fat) {
+                Ok(f) => f,
+                Err(p) => {
+                    problems.push(p);
+                    continue;
+                }
+            };
+            if uses.iter().any(|u| u.filter.name == filter.name) {
+                problems.push(problem(
+                    fat,
+                    format!("{name:?} is listed twice in this route"),
+                ));
+                continue;
+            }
+            let (config, origin) = match own {
+                Some(c) => (c, Origin::Route(i)),
+                None => (
+                    file.filters
+                        .get(&name)
+                        .cloned()
+                        .unwrap_or_else(|| Value::Object(Default::default())),
+                    Origin::Shared,
+                ),
+            };
+            uses.push(Use {
+                filter,
+                config,
+                origin,
+            });
+        }
+        routes.push(Route {
+            name: spec.name.clone(),
+            prefix: spec.matcher.prefix.clone(),
+            path: spec.matcher.path.clone(),
+            upstream: spec.upstream.clone(),
+            filters: uses,
+            istio: spec.istio.clone(),
+        });
+    }
+
+    if problems.is_empty() {
+        Ok(Chain {
+            upstreams,
+            shared,
+            routes,
+        })
+    } else {
+        Err(problems)
+    }
+}
+
+impl Chain {
+    /// Where a use's config was written, for messages: `filters.headers` or
+    /// `routes[1] (admin).filters.headers`.
+    pub fn origin_label(&self, filter: &Filter, origin: &Origin) -> String {
+        match origin {
+            Origin::Shared => format!("filters.{}", filter.name),
+            Origin::Route(i) => {
+                let name = self.routes.get(*i).map(|r| r.name.as_str()).unwrap_or("?");
+                format!("routes[{i}] ({name}).filters.{}", filter.name)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TWO_ROUTES: &str = "
+version: 1
+upstreams: {backend: 'http://127.0.0.1:8080'}
+filters:
+  errors: {hold_headers: true}
+routes:
+  - name: api
+    match: {prefix: /api/}
+    upstream: backend
+    filters: [errors, headers]
+  - name: admin
+    match: {path: /admin}
+    upstream: backend
+    filters:
+      - errors
+      - headers: {request: {allowed_methods: [GET]}}
+";
+
+    #[test]
+    fn shared_configs_apply_and_route_configs_replace_them() {
+        let chain = load(TWO_ROUTES).unwrap();
+        let api = &chain.routes[0];
+        assert_eq!(
+            api.filters[0].config,
+            serde_json::json!({"hold_headers": true})
+        );
+        assert_eq!(api.filters[1].config, serde_json::json!({}));
+        assert_eq!(api.filters[1].origin, Origin::Shared);
+        let admin = &chain.routes[1];
+        assert_eq!(
+            admin.filters[1].config,
+            serde_json::json!({"request": {"allowed_methods": ["GET"]}})
+        );
+        assert_eq!(admin.filters[1].origin, Origin::Route(1));
+        assert_eq!(chain.upstreams["backend"].port, 8080);
+    }
+
+    #[test]
+    fn every_reference_problem_is_reported_with_its_place() {
+        let text = "
+version: 2
+upstreams: {b: 'http://h'}
+filters: {nope: {}}
+routes:
+  - name: Api
+    match: {prefix: api, path: /x}
+    upstream: missing
+    filters: [errors, errors, {headers: {}, errors: {}}, jwtt]
+";
+        let problems = load(text).unwrap_err();
+        let at: Vec<&str> = problems.iter().map(|p| p.at.as_str()).collect();
+        assert_eq!(
+            at,
+            [
+                "version",
+                "upstreams.b",
+                "filters.nope",
+                "routes[0].name",
+                "routes[0].match",
+                "routes[0].upstream",
+                "routes[0].filters[1]",
+                "routes[0].filters[2]",
+                "routes[0].filters[3]",
+            ]
+        );
+        assert!(problems[8].message.contains("unknown filter \"jwtt\""));
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_line() {
+        let err = parse("version: 1\nroutes: []\nroutse: []\n").unwrap_err();
+        assert!(err.message.contains("unknown field `routse`"), "{err}");
+        assert!(err.message.contains("line 3"), "{err}");
+    }
+
+    #[test]
+    fn upstream_urls_are_host_and_port() {
+        assert!(parse_upstream("http://api.internal:8080").is_ok());
+        assert!(parse_upstream("https://x:1").is_err());
+        assert!(parse_upstream("http://x").is_err());
+        assert!(parse_upstream("http://x:1/path").is_err());
+    }
+}

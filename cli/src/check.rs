@@ -1,0 +1,131 @@
+//! `palisade check`: every filter config of a chain, checked offline by the
+//! filter's own code (the same `load` + `validate` its `configure` runs in
+//! the proxy), for each host the chain will run on.
+
+use crate::chain::{Chain, Origin, Problem};
+use palisade_core::HostKind;
+use serde_json::Value;
+
+/// Checks each distinct config once (shared ones under `filters.<name>`,
+/// route ones under `routes[i] (name).filters.<name>`), on every `hosts`.
+pub fn check(chain: &Chain, hosts: &[HostKind]) -> Vec<Problem> {
+    let mut seen: Vec<(&str, &Value, String)> = Vec::new();
+    let mut problems = Vec::new();
+    let shared = chain.shared.iter().map(|(f, c)| (*f, c, Origin::Shared));
+    let routed = chain.routes.iter().flat_map(|r| {
+        r.filters
+            .iter()
+            .map(|u| (u.filter, &u.config, u.origin.clone()))
+    });
+    for (filter, config, origin) in shared.chain(routed) {
+        let at = chain.origin_label(filter, &origin);
+        if seen
+            .iter()
+            .any(|(n, c, a)| *n == filter.name && *c == config && *a == at)
+        {
+            continue;
+        }
+        seen.push((filter.name, config, at.clone()));
+        let check = filter.check;
+        let json = config.to_string();
+        let results: Vec<(HostKind, Result<(), palisade_core::ConfigError>)> = hosts
+            .iter()
+            .map(|h| (*h, check(json.as_bytes(), *h)))
+            .collect();
+        // The same refusal on every host is reported once, without a host.
+        let same_everywhere = results.windows(2).all(|w| w[0].1 == w[1].1);
+        for (host, result) in &results {
+            let Err(e) = result else { continue };
+            let on = if same_everywhere {
+                String::new()
+            } else {
+                format!(" (on {})", host.name())
+            };
+            problems.push(Problem {
+                at: if e.path.is_empty() {
+                    format!("{at}{on}")
+                } else {
+                    format!("{at}.{}{on}", e.path)
+                },
+                message: e.message.clone(),
+            });
+            if same_everywhere {
+                break;
+            }
+        }
+    }
+    problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chain;
+
+    fn chain(text: &str) -> Chain {
+        chain::load(text).unwrap()
+    }
+
+    #[test]
+    fn filter_errors_name_the_route_the_filter_and_the_field() {
+        let c = chain(
+            "
+version: 1
+upstreams: {b: 'http://127.0.0.1:1'}
+filters:
+  errors: {scan_bytes: 0}
+routes:
+  - name: api
+    match: {prefix: /}
+    upstream: b
+    filters:
+      - errors
+      - headers: {request: {allowed_methods: [GTE]}}
+",
+        );
+        let problems = check(&c, &[HostKind::Envoy]);
+        let text: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+        assert_eq!(text.len(), 2, "{text:?}");
+        assert!(text[0].starts_with("filters.errors.scan_bytes: must be between 1 and"));
+        assert_eq!(
+            text[1],
+            "routes[0] (api).filters.headers.request.allowed_methods[0]: unknown method \"GTE\""
+        );
+    }
+
+    #[test]
+    fn valid_configs_pass_on_both_hosts() {
+        let c = chain(
+            "
+version: 1
+upstreams: {b: 'http://127.0.0.1:1'}
+routes:
+  - {name: a, match: {prefix: /}, upstream: b, filters: [errors, headers]}
+",
+        );
+        assert_eq!(check(&c, &[HostKind::Envoy, HostKind::Kong]), vec![]);
+    }
+
+    #[test]
+    fn a_refusal_on_one_host_only_names_the_host() {
+        let c = chain(
+            "
+version: 1
+upstreams: {b: 'http://127.0.0.1:1'}
+routes:
+  - name: a
+    match: {prefix: /}
+    upstream: b
+    filters:
+      - jwt: {signature_backend: host, unmatched: allow}
+",
+        );
+        assert_eq!(check(&c, &[HostKind::Envoy]), vec![]);
+        let problems = check(&c, &[HostKind::Envoy, HostKind::Kong]);
+        assert_eq!(problems.len(), 1);
+        assert_eq!(
+            problems[0].at,
+            "routes[0] (a).filters.jwt.signature_backend (on kong)"
+        );
+    }
+}

@@ -1,0 +1,433 @@
+//! `palisade render envoy`: a complete Envoy bootstrap for a chain.
+//!
+//! Envoy's wasm filter has no per-route config, and one HTTP connection
+//! manager has one filter list. So every distinct (filter, config) pair of
+//! the chain becomes one filter *instance* in that list, and each route
+//! disables the instances that are not in its own chain
+//! (`typed_per_filter_config` with `envoy.config.route.v3.FilterConfig`
+//! `disabled: true`). A route therefore runs its chain and nothing else.
+//! (The other way round, instances disabled by default and enabled per
+//! route, is not possible: Envoy refuses a route's `FilterConfig` that
+//! enables a filter without carrying a config, and the wasm filter has no
+//! per-route config type.) Unless the chain ends with a catch-all route
+//! (`prefix: /`), a last route `palisade-unrouted` answers Envoy's usual 404
+//! with every instance disabled, so a request no route matches runs no
+//! Palisade filter.
+//!
+//! Instances are named `palisade.<filter>` (the shared config) and
+//! `palisade.<filter>.<route>` (a route's own config). Their order in the
+//! list respects every route's order; when routes do not order two filters
+//! between them, the default chain order decides (errors, headers, jwt,
+//! ratelimit, schema). Two routes ordering the same two filters differently
+//! cannot share one list and are refused.
+
+use crate::chain::{Chain, Origin, Route};
+use crate::registry::Filter;
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+
+/// Where the rendered bootstrap listens and finds the modules.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Listener address, `ip:port`.
+    pub listen: String,
+    /// Admin address, `ip:port`.
+    pub admin: String,
+    /// Directory holding `palisade_<name>.wasm`.
+    pub wasm_dir: String,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            listen: "0.0.0.0:10000".into(),
+            admin: "127.0.0.1:9901".into(),
+            wasm_dir: "/etc/envoy".into(),
+        }
+    }
+}
+
+/// One filter instance of the listener.
+#[derive(Debug, Clone)]
+pub struct Instance {
+    pub name: String,
+    pub filter: &'static Filter,
+    pub config: Value,
+}
+
+/// The instances in list order, and for each route the instances it enables.
+pub fn plan(chain: &Chain) -> Result<(Vec<Instance>, Vec<Vec<usize>>), String> {
+    let mut instances: Vec<Instance> = Vec::new();
+    let mut per_route: Vec<Vec<usize>> = Vec::new();
+    for route in &chain.routes {
+        let mut ids = Vec::new();
+        for u in &route.filters {
+            let found = instances
+                .iter()
+                .position(|i| i.filter.name == u.filter.name && i.config == u.config);
+            let id = match found {
+                Some(id) => id,
+                None => {
+                    let name = match &u.origin {
+                        Origin::Shared => format!("palisade.{}", u.filter.name),
+                        Origin::Route(_) => format!("palisade.{}.{}", u.filter.name, route.name),
+                    };
+                    instances.push(Instance {
+                        name,
+                        filter: u.filter,
+                        config: u.config.clone(),
+                    });
+                    instances.len() - 1
+                }
+            };
+            ids.push(id);
+        }
+        per_route.push(ids);
+    }
+    let order = order(&instances, &per_route, chain)?;
+    let position = |id: usize| order.iter().position(|o| *o == id).unwrap_or(id);
+    let ordered: Vec<Instance> = order.iter().map(|&id| instances[id].clone()).collect();
+    let per_route = per_route
+        .iter()
+        .map(|ids| ids.iter().map(|&id| position(id)).collect())
+        .collect();
+    Ok((ordered, per_route))
+}
+
+/// A topological order of the instances under every route's order, ties
+/// broken by the default chain order (then first appearance).
+fn order(
+    instances: &[Instance],
+    per_route: &[Vec<usize>],
+    chain: &Chain,
+) -> Result<Vec<usize>, String> {
+    let n = instances.len();
+    let mut before: BTreeSet<(usize, usize)> = BTreeSet::new();
+    for ids in per_route {
+        for (i, a) in ids.iter().enumerate() {
+            for b in &ids[i + 1..] {
+                before.insert((*a, *b));
+            }
+        }
+    }
+    for (a, b) in &before {
+        if before.contains(&(*b, *a)) {
+            let routes: Vec<&str> = chain
+                .routes
+                .iter()
+                .zip(per_route)
+                .filter(|(_, ids)| ids.contains(a) && ids.contains(b))
+                .map(|(r, _)| r.name.as_str())
+                .collect();
+            return Err(format!(
+                "routes {} order {} and {} differently: Envoy runs one filter list per listener",
+                routes.join(", "),
+                instances[*a].name,
+                instances[*b].name
+            ));
+        }
+    }
+    let mut placed: Vec<usize> = Vec::with_capacity(n);
+    while placed.len() < n {
+        let next = (0..n)
+            .filter(|c| !placed.contains(c))
+            .filter(|c| (0..n).all(|p| placed.contains(&p) || !before.contains(&(p, *c))))
+            .min_by_key(|c| (instances[*c].filter.rank, *c));
+        match next {
+            Some(c) => placed.push(c),
+            // Transitive cycles (a<b in one route, b<c, c<a in others).
+            None => {
+                return Err(
+                    "the routes' filter orders contradict each other: Envoy runs one \
+                            filter list per listener"
+                        .into(),
+                )
+            }
+        }
+    }
+    Ok(placed)
+}
+
+fn socket(addr: &str) -> Result<Value, String> {
+    let (host, port) = addr
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{addr:?}: expected ip:port"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("{addr:?}: invalid port"))?;
+    Ok(json!({"socket_address": {"address": host, "port_value": port}}))
+}
+
+fn is_ip(host: &str) -> bool {
+    host.parse::<std::net::IpAddr>().is_ok()
+}
+
+/// The `http_filters` entry of an instance (also an Istio `EnvoyFilter` patch).
+pub fn instance_json(i: &Instance, wasm_dir: &str) -> Value {
+    let dir = wasm_dir.trim_end_matches('/');
+    let mut plugin = json!({
+        "name": i.name,
+        "root_id": i.name,
+        "vm_config": {
+            "vm_id": i.name,
+            "runtime": "envoy.wasm.runtime.v8",
+            "code": {"local": {"filename": format!("{dir}/{}.wasm", i.filter.module())}},
+        },
+        "configuration": {
+            "@type": "type.googleapis.com/google.protobuf.StringValue",
+            "value": i.config.to_string(),
+        },
+        "failure_policy": i.filter.envoy_failure_policy(),
+    });
+    if i.filter.envoy_allow_on_headers_stop_iteration {
+        plugin["allow_on_headers_stop_iteration"] = Value::Bool(true);
+    }
+    json!({
+        "name": i.name,
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            "config": plugin,
+        },
+    })
+}
+
+/// `typed_per_filter_config` disabling every instance not in `enabled`.
+fn disable_others(instances: &[Instance], enabled: &[usize]) -> Option<Value> {
+    let per_filter: serde_json::Map<String, Value> = instances
+        .iter()
+        .enumerate()
+        .filter(|(id, _)| !enabled.contains(id))
+        .map(|(_, i)| {
+            (
+                i.name.clone(),
+                json!({
+                    "@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig",
+                    "disabled": true,
+                }),
+            )
+        })
+        .collect();
+    (!per_filter.is_empty()).then_some(Value::Object(per_filter))
+}
+
+fn route_json(route: &Route, instances: &[Instance], enabled: &[usize]) -> Value {
+    let matcher = match (&route.prefix, &route.path) {
+        (Some(p), _) => json!({"prefix": p}),
+        (None, Some(p)) => json!({"path": p}),
+        (None, None) => json!({"prefix": "/"}),
+    };
+    let mut r = json!({
+        "name": route.name,
+        "match": matcher,
+        "route": {"cluster": route.upstream},
+    });
+    if let Some(per_filter) = disable_others(instances, enabled) {
+        r["typed_per_filter_config"] = per_filter;
+    }
+    r
+}
+
+/// Name of the catch-all route added when the chain has none.
+pub const UNROUTED: &str = "palisade-unrouted";
+
+/// The bootstrap as YAML, with a header saying how routes get their chains.
+pub fn render_text(chain: &Chain, options: &Options) -> Result<String, String> {
+    let v = render(chain, options)?;
+    let mut out = String::from(
+        "# Envoy bootstrap rendered by `palisade render envoy` from a chain file.\n\
+         # Each distinct filter config is one wasm filter in http_filters; every route\n\
+         # disables (typed_per_filter_config, FilterConfig.disabled) the ones outside\n\
+         # its own chain. Modules are read from the wasm dir given at render time.\n",
+    );
+    out.push_str(&crate::to_yaml(&v)?);
+    Ok(out)
+}
+
+/// The bootstrap, as a JSON value.
+pub fn render(chain: &Chain, options: &Options) -> Result<Value, String> {
+    let (instances, per_route) = plan(chain)?;
+    let mut http_filters: Vec<Value> = instances
+        .iter()
+        .map(|i| instance_json(i, &options.wasm_dir))
+        .collect();
+    http_filters.push(json!({
+        "name": "envoy.filters.http.router",
+        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+    }));
+    let mut routes: Vec<Value> = chain
+        .routes
+        .iter()
+        .zip(&per_route)
+        .map(|(r, ids)| route_json(r, &instances, ids))
+        .collect();
+    if !chain
+        .routes
+        .iter()
+        .any(|r| r.prefix.as_deref() == Some("/"))
+    {
+        let mut unrouted = json!({
+            "name": UNROUTED,
+            "match": {"prefix": "/"},
+            "direct_response": {"status": 404},
+        });
+        if let Some(per_filter) = disable_others(&instances, &[]) {
+            unrouted["typed_per_filter_config"] = per_filter;
+        }
+        routes.push(unrouted);
+    }
+    let clusters: Vec<Value> = chain
+        .upstreams
+        .iter()
+        .filter(|(name, _)| chain.routes.iter().any(|r| &r.upstream == *name))
+        .map(|(name, u)| {
+            json!({
+                "name": name,
+                "type": if is_ip(&u.host) { "STATIC" } else { "STRICT_DNS" },
+                "connect_timeout": "5s",
+                "load_assignment": {
+                    "cluster_name": name,
+                    "endpoints": [{"lb_endpoints": [{"endpoint": {"address":
+                        {"socket_address": {"address": u.host, "port_value": u.port}}}}]}],
+                },
+            })
+        })
+        .collect();
+    Ok(json!({
+        "admin": {"address": socket(&options.admin)?},
+        "stats_config": {"stats_tags": [{
+            "tag_name": "palisade_reason",
+            "regex": "^wasmcustom\\.palisade\\.\\w+\\.(?:shadow_)?denied(\\.(\\w+))$",
+        }]},
+        "static_resources": {
+            "listeners": [{
+                "name": "palisade",
+                "address": socket(&options.listen)?,
+                "filter_chains": [{"filters": [{
+                    "name": "envoy.filters.network.http_connection_manager",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                        "stat_prefix": "ingress",
+                        "codec_type": "AUTO",
+                        // Otherwise Envoy rewrites `server` after the filters ran.
+                        "server_header_transformation": "PASS_THROUGH",
+                        "normalize_path": true,
+                        "merge_slashes": true,
+                        "route_config": {
+                            "name": "palisade",
+                            "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": routes}],
+                        },
+                        "http_filters": http_filters,
+                    },
+                }]}],
+            }],
+            "clusters": clusters,
+        },
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chain;
+
+    fn chain(text: &str) -> Chain {
+        chain::load(text).unwrap()
+    }
+
+    const HEAD: &str = "version: 1\nupstreams: {b: 'http://127.0.0.1:9'}\nroutes:\n";
+
+    #[test]
+    fn each_route_disables_every_instance_outside_its_chain() {
+        let c = chain(&format!(
+            "{HEAD}  - {{name: a, match: {{prefix: /a}}, upstream: b, filters: [errors, headers]}}
+  - {{name: c, match: {{prefix: /c}}, upstream: b, filters: [errors, {{headers: {{dry_run: true}}}}]}}
+  - {{name: d, match: {{prefix: /}}, upstream: b, filters: []}}
+"
+        ));
+        let v = render(&c, &Options::default()).unwrap();
+        let hcm = &v["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+            ["typed_config"];
+        let names: Vec<&str> = hcm["http_filters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "palisade.errors",
+                "palisade.headers",
+                "palisade.headers.c",
+                "envoy.filters.http.router"
+            ]
+        );
+        let routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
+            .as_array()
+            .unwrap();
+        let disabled = |i: usize| -> Vec<String> {
+            routes[i]["typed_per_filter_config"]
+                .as_object()
+                .map(|m| {
+                    assert!(m.values().all(|v| v["disabled"] == true));
+                    m.keys().cloned().collect()
+                })
+                .unwrap_or_default()
+        };
+        assert_eq!(disabled(0), ["palisade.headers.c"]);
+        assert_eq!(disabled(1), ["palisade.headers"]);
+        assert_eq!(
+            disabled(2),
+            ["palisade.errors", "palisade.headers", "palisade.headers.c"]
+        );
+        assert_eq!(routes.len(), 3, "d is a catch-all: no unrouted route");
+        assert_eq!(
+            hcm["http_filters"][2]["typed_config"]["config"]["configuration"]["value"],
+            "{\"dry_run\":true}"
+        );
+    }
+
+    #[test]
+    fn without_a_catch_all_unrouted_requests_run_no_filter() {
+        let c = chain(&format!(
+            "{HEAD}  - {{name: a, match: {{path: /a}}, upstream: b, filters: [errors]}}\n"
+        ));
+        let v = render(&c, &Options::default()).unwrap();
+        let routes = &v["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+            ["typed_config"]["route_config"]["virtual_hosts"][0]["routes"];
+        assert_eq!(routes[1]["name"], UNROUTED);
+        assert_eq!(routes[1]["direct_response"]["status"], 404);
+        assert_eq!(
+            routes[1]["typed_per_filter_config"]["palisade.errors"]["disabled"],
+            true
+        );
+        assert!(routes[0].get("typed_per_filter_config").is_none());
+    }
+
+    #[test]
+    fn contradicting_orders_are_refused() {
+        let c = chain(&format!(
+            "{HEAD}  - {{name: a, match: {{prefix: /a}}, upstream: b, filters: [errors, headers]}}
+  - {{name: c, match: {{prefix: /c}}, upstream: b, filters: [headers, errors]}}
+"
+        ));
+        let err = render(&c, &Options::default()).unwrap_err();
+        assert!(
+            err.contains("routes a, c order palisade.errors and palisade.headers differently"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unordered_filters_follow_the_default_chain_order() {
+        let c = chain(&format!(
+            "{HEAD}  - {{name: a, match: {{prefix: /a}}, upstream: b, filters: [headers]}}
+  - {{name: c, match: {{prefix: /c}}, upstream: b, filters: [errors]}}
+"
+        ));
+        let (instances, per_route) = plan(&c).unwrap();
+        let names: Vec<&str> = instances.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(names, ["palisade.errors", "palisade.headers"]);
+        assert_eq!(per_route, vec![vec![1], vec![0]]);
+    }
+}

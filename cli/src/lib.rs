@@ -1,0 +1,18 @@
+//! The `palisade` command's library: chain files, offline config checks,
+//! rendering for Envoy, Istio and Kong, JSON Schemas, Kong `meta.json` and
+//! OCI images. `src/main.rs` is only argument parsing around these.
+
+pub mod chain;
+pub mod check;
+pub mod envoy;
+pub mod istio;
+pub mod kong;
+pub mod meta;
+pub mod oci;
+pub mod registry;
+pub mod schema;
+
+/// A JSON value as YAML (the form every rendered file is written in).
+pub fn to_yaml(value: &serde_json::Value) -> Result<String, String> {
+    serde_norway::to_string(value).map_err(|e| e.to_string())
+}

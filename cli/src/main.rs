@@ -1,0 +1,348 @@
+//! `palisade`: check, render and describe Palisade filter chains offline.
+//!
+//! Exit codes, for CI: 0 valid / done, 1 invalid (a config a filter refuses,
+//! a chain that cannot be rendered), 2 usage or I/O error.
+
+use clap::{Parser, Subcommand, ValueEnum};
+use palisade_cli::chain::{self, Chain, Problem};
+use palisade_cli::{check, envoy, istio, kong, meta, oci, registry, schema};
+use palisade_core::HostKind;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "palisade",
+    version,
+    about = "Check and render Palisade filter chains"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate every filter config of chain files with the filters' own code.
+    Check {
+        /// Host(s) the configs must load on.
+        #[arg(long, value_enum, default_value = "all")]
+        host: Host,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Render a chain file for a platform (to stdout, or -o FILE).
+    Render {
+        #[command(subcommand)]
+        target: Target,
+    },
+    /// Print a filter's config JSON Schema.
+    Schema {
+        filter: String,
+        /// Draft 4 (what Kong's meta.json carries) instead of schemars' draft 2020-12.
+        #[arg(long)]
+        draft4: bool,
+    },
+    /// Print a filter's Kong meta.json, or write one beside every module of --dist.
+    Meta {
+        filter: Option<String>,
+        /// Write dist/palisade_<name>.meta.json for each dist/palisade_<name>.wasm.
+        #[arg(long, conflicts_with = "filter")]
+        dist: Option<PathBuf>,
+    },
+    /// Write an OCI image layout (Istio compat format) for each dist/palisade_<name>.wasm.
+    Oci {
+        #[arg(long, default_value = "dist")]
+        dist: PathBuf,
+        /// Output directory (default: <dist>/oci).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Tag recorded in index.json (org.opencontainers.image.ref.name).
+        #[arg(long, default_value = env!("CARGO_PKG_VERSION"))]
+        tag: String,
+    },
+    /// List the filters this palisade knows.
+    Filters,
+}
+
+#[derive(Subcommand)]
+enum Target {
+    /// A complete Envoy bootstrap (listener, routes with their chains, clusters).
+    Envoy {
+        file: PathBuf,
+        #[arg(long, default_value = "0.0.0.0:10000")]
+        listen: String,
+        #[arg(long, default_value = "127.0.0.1:9901")]
+        admin: String,
+        /// Directory holding palisade_<name>.wasm on the Envoy host.
+        #[arg(long, default_value = "/etc/envoy")]
+        wasm_dir: String,
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// WasmPlugin or TrafficExtension resources (one per route and filter), or EnvoyFilters.
+    Istio {
+        file: PathBuf,
+        #[arg(long, value_enum, default_value = "wasm-plugin")]
+        kind: IstioKind,
+        /// Module URL; {filter} becomes the filter name.
+        #[arg(long, default_value = istio::DEFAULT_URL)]
+        url: String,
+        /// Pin sha256 from this dist/ (OCI manifest digests for oci:// URLs, module digests otherwise).
+        #[arg(long)]
+        pin_from: Option<PathBuf>,
+        /// envoy-filter: directory of palisade_<name>.wasm inside the proxy.
+        #[arg(long, default_value = istio::DEFAULT_WASM_DIR)]
+        wasm_dir: String,
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Kong declarative config (kong.yml).
+    Kong {
+        file: PathBuf,
+        /// filter-chains (Kong 3.4 to 3.9) or plugins (Kong 3.9).
+        #[arg(long, value_enum, default_value = "filter-chains")]
+        form: KongForm,
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Host {
+    Envoy,
+    Kong,
+    All,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum IstioKind {
+    WasmPlugin,
+    TrafficExtension,
+    EnvoyFilter,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum KongForm {
+    FilterChains,
+    Plugins,
+}
+
+/// Why the command failed: `Invalid` exits 1, `Usage` 2.
+enum Failure {
+    Invalid(Vec<String>),
+    Usage(String),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Invalid(lines)) => {
+            for l in lines {
+                eprintln!("{l}");
+            }
+            ExitCode::from(1)
+        }
+        Err(Failure::Usage(m)) => {
+            eprintln!("palisade: {m}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn read(path: &Path) -> Result<String, Failure> {
+    std::fs::read_to_string(path).map_err(|e| Failure::Usage(format!("{}: {e}", path.display())))
+}
+
+fn located(file: &Path, problems: &[Problem]) -> Vec<String> {
+    problems
+        .iter()
+        .map(|p| format!("{}: {p}", file.display()))
+        .collect()
+}
+
+/// Loads a chain and checks its configs on `hosts`: nothing is rendered
+/// from a config a filter would refuse.
+fn load_checked(file: &Path, hosts: &[HostKind]) -> Result<Chain, Failure> {
+    let chain = chain::load(&read(file)?).map_err(|p| Failure::Invalid(located(file, &p)))?;
+    let problems = check::check(&chain, hosts);
+    if problems.is_empty() {
+        Ok(chain)
+    } else {
+        Err(Failure::Invalid(located(file, &problems)))
+    }
+}
+
+fn emit(text: &str, output: Option<&Path>) -> Result<(), Failure> {
+    match output {
+        Some(path) => std::fs::write(path, text)
+            .map_err(|e| Failure::Usage(format!("{}: {e}", path.display()))),
+        None => {
+            print!("{text}");
+            Ok(())
+        }
+    }
+}
+
+fn filter(name: &str) -> Result<&'static registry::Filter, Failure> {
+    registry::find(name).ok_or_else(|| {
+        Failure::Usage(format!(
+            "unknown filter {name:?} (known: {})",
+            registry::names()
+        ))
+    })
+}
+
+fn pretty(v: &serde_json::Value) -> String {
+    serde_json::to_string_pretty(v).unwrap_or_default() + "\n"
+}
+
+fn run(command: Command) -> Result<(), Failure> {
+    match command {
+        Command::Check { host, files } => {
+            let hosts = match host {
+                Host::Envoy => vec![HostKind::Envoy],
+                Host::Kong => vec![HostKind::Kong],
+                Host::All => vec![HostKind::Envoy, HostKind::Kong],
+            };
+            let mut lines = Vec::new();
+            for file in &files {
+                match chain::load(&read(file)?) {
+                    Err(p) => lines.extend(located(file, &p)),
+                    Ok(c) => lines.extend(located(file, &check::check(&c, &hosts))),
+                }
+            }
+            if lines.is_empty() {
+                for file in &files {
+                    println!("{}: ok", file.display());
+                }
+                Ok(())
+            } else {
+                Err(Failure::Invalid(lines))
+            }
+        }
+        Command::Render { target } => match target {
+            Target::Envoy {
+                file,
+                listen,
+                admin,
+                wasm_dir,
+                output,
+            } => {
+                let chain = load_checked(&file, &[HostKind::Envoy])?;
+                let options = envoy::Options {
+                    listen,
+                    admin,
+                    wasm_dir,
+                };
+                let text = envoy::render_text(&chain, &options)
+                    .map_err(|m| Failure::Invalid(vec![format!("{}: {m}", file.display())]))?;
+                emit(&text, output.as_deref())
+            }
+            Target::Istio {
+                file,
+                kind,
+                url,
+                pin_from,
+                wasm_dir,
+                output,
+            } => {
+                let chain = load_checked(&file, &[HostKind::Envoy])?;
+                let options = istio::Options {
+                    kind: match kind {
+                        IstioKind::WasmPlugin => istio::Kind::WasmPlugin,
+                        IstioKind::TrafficExtension => istio::Kind::TrafficExtension,
+                        IstioKind::EnvoyFilter => istio::Kind::EnvoyFilter,
+                    },
+                    url,
+                    pin_from,
+                    wasm_dir,
+                };
+                let text = istio::render(&chain, &options)
+                    .map_err(|m| Failure::Invalid(vec![format!("{}: {m}", file.display())]))?;
+                emit(&text, output.as_deref())
+            }
+            Target::Kong { file, form, output } => {
+                let chain = load_checked(&file, &[HostKind::Kong])?;
+                let form = match form {
+                    KongForm::FilterChains => kong::Form::FilterChains,
+                    KongForm::Plugins => kong::Form::Plugins,
+                };
+                let text = kong::render_text(&chain, form).map_err(Failure::Usage)?;
+                emit(&text, output.as_deref())
+            }
+        },
+        Command::Schema {
+            filter: name,
+            draft4,
+        } => {
+            let s = (filter(&name)?.schema)();
+            let s = if draft4 {
+                schema::draft4(&s).map_err(|m| Failure::Invalid(vec![m]))?
+            } else {
+                s
+            };
+            print!("{}", pretty(&s));
+            Ok(())
+        }
+        Command::Meta { filter: name, dist } => match (name, dist) {
+            (Some(name), None) => {
+                let m = meta::meta_json(filter(&name)?).map_err(Failure::Usage)?;
+                print!("{}", pretty(&m));
+                Ok(())
+            }
+            (None, Some(dist)) => {
+                for (name, wasm) in oci::modules(&dist).map_err(Failure::Usage)? {
+                    let Some(f) = registry::find(&name) else {
+                        eprintln!("{}: not a known filter, no meta.json", wasm.display());
+                        continue;
+                    };
+                    match meta::meta_json(f) {
+                        Ok(m) => {
+                            let path = dist.join(format!("palisade_{name}.meta.json"));
+                            std::fs::write(&path, pretty(&m))
+                                .map_err(|e| Failure::Usage(format!("{}: {e}", path.display())))?;
+                            println!("{}", path.display());
+                        }
+                        Err(e) => eprintln!("warning: {e}"),
+                    }
+                }
+                Ok(())
+            }
+            _ => Err(Failure::Usage("give a filter name or --dist DIR".into())),
+        },
+        Command::Oci { dist, out, tag } => {
+            let out = out.unwrap_or_else(|| dist.join("oci"));
+            let modules = oci::modules(&dist).map_err(Failure::Usage)?;
+            if modules.is_empty() {
+                return Err(Failure::Usage(format!(
+                    "no palisade_<name>.wasm in {} (run `make build`)",
+                    dist.display()
+                )));
+            }
+            std::fs::create_dir_all(&out)
+                .map_err(|e| Failure::Usage(format!("{}: {e}", out.display())))?;
+            for (name, path) in modules {
+                let wasm = std::fs::read(&path)
+                    .map_err(|e| Failure::Usage(format!("{}: {e}", path.display())))?;
+                let image = oci::write(&name, &wasm, &tag, &out).map_err(Failure::Usage)?;
+                println!(
+                    "{:<10} {}  (manifest; layer {}, plugin.wasm sha256:{})  {}",
+                    image.name,
+                    image.manifest_digest,
+                    &image.layer_digest[..19],
+                    &image.wasm_sha256[..12],
+                    image.tarball.display()
+                );
+            }
+            Ok(())
+        }
+        Command::Filters => {
+            for f in registry::FILTERS {
+                println!("{:<10} {}", f.name, f.summary);
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! `examples/chain.yaml`, rendered by `palisade render envoy`, run as is by
+//! the real Envoy with the built modules: each route runs its own chain.
+//!
+//! Needs `make build` (dist/) and Envoy; run by `make integration`
+//! (`cargo test -p palisade-cli -- --ignored`).
+
+use palisade_cli::{chain, check, envoy};
+use palisade_core::HostKind;
+use palisade_tests::deploy_support::RawEnvoy;
+use palisade_tests::{client, dist_wasm, repo_root, Upstream};
+
+/// The example chain with its upstream pointed at `upstream`.
+fn example_chain(upstream: &Upstream) -> chain::Chain {
+    let text = std::fs::read_to_string(repo_root().join("examples/chain.yaml")).unwrap();
+    let local = text.replace(
+        "http://127.0.0.1:8080",
+        &format!("http://127.0.0.1:{}", upstream.port()),
+    );
+    assert_ne!(
+        local, text,
+        "the example's upstream moved: update this test"
+    );
+    let chain = chain::load(&local).unwrap();
+    assert_eq!(check::check(&chain, &[HostKind::Envoy]), vec![]);
+    chain
+}
+
+/// The bootstrap `palisade render envoy` writes, on loopback port 0.
+fn render(chain: &chain::Chain) -> String {
+    let dist = dist_wasm("errors").parent().unwrap().to_path_buf();
+    dist_wasm("headers");
+    let options = envoy::Options {
+        listen: "127.0.0.1:0".into(),
+        admin: "127.0.0.1:0".into(),
+        wasm_dir: dist.to_string_lossy().into_owned(),
+    };
+    envoy::render_text(chain, &options).unwrap()
+}
+
+#[test]
+#[ignore = "needs `make build` and Envoy: run by `make integration`"]
+fn each_route_of_the_example_runs_its_own_chain() {
+    let upstream = Upstream::start();
+    let envoy = RawEnvoy::start(&render(&example_chain(&upstream)));
+
+    // api: errors + headers with the shared configs.
+    let api = client::get(&envoy.url("/api/items"), &[]);
+    assert_eq!(api.status, 200, "{}", api.text());
+    assert_eq!(api.header("x-content-type-options"), Some("nosniff"));
+    assert_eq!(api.header("x-frame-options"), Some("DENY"));
+    // The admin route's GET-only instance does not run here.
+    let delete = client::request("DELETE", &envoy.url("/api/items/1"), &[], b"");
+    assert_eq!(delete.status, 200, "{}", delete.text());
+
+    // admin: the route's own headers config (GET/HEAD only, cache-control added).
+    let admin = client::get(&envoy.url("/admin/users"), &[]);
+    assert_eq!(admin.status, 200);
+    assert_eq!(admin.header("cache-control"), Some("no-store"));
+    assert_eq!(admin.header("x-content-type-options"), Some("nosniff"));
+    let refused = client::request("DELETE", &envoy.url("/admin/users"), &[], b"");
+    assert_eq!(refused.status, 405, "{}", refused.text());
+    assert_eq!(refused.header("allow"), Some("GET, HEAD"));
+    assert_eq!(
+        refused.header("content-type"),
+        Some("application/problem+json")
+    );
+
+    // legacy: errors only, so no security headers, but 5xx are masked.
+    let legacy = client::get(&envoy.url("/old/page"), &[]);
+    assert_eq!(legacy.status, 200);
+    assert_eq!(legacy.header("x-content-type-options"), None);
+    assert_eq!(legacy.header("cache-control"), None);
+    let leak = client::get(
+        &envoy.url("/old/page"),
+        &[("x-echo-status", "500"), ("x-echo-body-kind", "java-stack")],
+    );
+    assert_eq!(leak.status, 500);
+    assert_eq!(
+        leak.header("content-type"),
+        Some("application/problem+json")
+    );
+    assert!(
+        !leak.text().contains("NullPointerException"),
+        "{}",
+        leak.text()
+    );
+}
+
+#[test]
+#[ignore = "needs `make build` and Envoy: run by `make integration`"]
+fn a_request_no_route_matches_runs_no_palisade_filter() {
+    let upstream = Upstream::start();
+    let mut chain = example_chain(&upstream);
+    // Without the catch-all route, /old/page matches no route of the chain:
+    // the rendered `palisade-unrouted` route answers 404 with every filter off.
+    chain.routes.retain(|r| r.name != "legacy");
+    let envoy = RawEnvoy::start(&render(&chain));
+    let r = client::get(&envoy.url("/old/page"), &[]);
+    assert_eq!(r.status, 404);
+    assert_eq!(r.header("x-content-type-options"), None);
+    assert_eq!(r.header("content-type"), None, "{:?}", r.headers);
+    assert!(upstream.received().is_empty());
+    let api = client::get(&envoy.url("/api/x"), &[]);
+    assert_eq!(api.header("x-content-type-options"), Some("nosniff"));
+}
