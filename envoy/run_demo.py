@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # identity headers before authentication publishes its own.
 CHAIN_ORDER = ["errors", "headers", "jwt", "ratelimit", "schema"]
 # Filters that inspect a response body before deciding its headers.
-HOLD_HEADERS = {"errors"}
+HOLD_HEADERS = {"errors", "schema"}
 LISTEN_PORT, ADMIN_PORT, UPSTREAM_PORT = 10000, 9901, 10080
 
 
@@ -114,6 +114,36 @@ DEMOS = {
         ("a 404 whose body is a Python traceback, masked",
          "curl -si http://127.0.0.1:10000/leak"),
         ("a clean 404 passes unchanged", "curl -si http://127.0.0.1:10000/gone"),
+    ],
+    "jwt": [
+        ("no token on /account: 401 problem+json with WWW-Authenticate",
+         "curl -si http://127.0.0.1:10000/account"),
+        ("a valid token: the upstream sees x-jwt-sub/x-jwt-tenant, never the token",
+         "curl -s -H \"authorization: Bearer $(cat envoy/demo/jwt_user.token)\" http://127.0.0.1:10000/account"),
+        ("the same token on /admin lacks the admin scope: 403 insufficient_scope",
+         "curl -si -H \"authorization: Bearer $(cat envoy/demo/jwt_user.token)\" http://127.0.0.1:10000/admin"),
+        ("an admin token passes /admin",
+         "curl -s -H \"authorization: Bearer $(cat envoy/demo/jwt_admin.token)\" http://127.0.0.1:10000/admin"),
+    ],
+    "ratelimit": [
+        ("3 logins per minute per client: the 4th is 429",
+         "for i in 1 2 3 4; do curl -s -o /dev/null -w '%{http_code}\\n' -X POST http://127.0.0.1:10000/login; done"),
+        ("the 429: problem+json with Retry-After and RateLimit",
+         "curl -si -X POST http://127.0.0.1:10000/login"),
+        ("RateLimit headers on an allowed response",
+         "curl -si -H 'x-api-key: demo' http://127.0.0.1:10000/hello | grep -i ratelimit"),
+    ],
+    "schema": [
+        ("a valid order reaches the upstream",
+         "curl -s -X POST -H 'content-type: application/json' -d '{\"sku\":\"AB-1\",\"qty\":2}' http://127.0.0.1:10000/orders"),
+        ("schema violation: 400 with errors, values not echoed",
+         "curl -s -X POST -H 'content-type: application/json' -d '{\"sku\":\"<b>x\",\"qty\":1000}' http://127.0.0.1:10000/orders"),
+        ("duplicate keys: 400",
+         "curl -s -X POST -H 'content-type: application/json' -d '{\"sku\":\"AB-1\",\"qty\":1,\"qty\":1000}' http://127.0.0.1:10000/orders"),
+        ("wrong content type: 415",
+         "curl -si -X POST -H 'content-type: text/plain' -d hi http://127.0.0.1:10000/orders"),
+        ("path and query checked: 400",
+         "curl -s 'http://127.0.0.1:10000/orders/0?expand=everything'"),
     ],
 }
 
