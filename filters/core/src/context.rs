@@ -102,6 +102,18 @@ impl RequestContext {
         }
     }
 
+    /// The same, from a header list the filter already fetched: saves the
+    /// two host calls `new` makes.
+    pub fn from_headers(filter: &'static str, headers: &crate::host::Headers) -> Self {
+        RequestContext {
+            filter,
+            request_id: request_id::correlation_id(
+                crate::headers::find(headers, request_id::HEADER),
+                crate::headers::find(headers, request_id::TRACEPARENT),
+            ),
+        }
+    }
+
     /// Every log line names the filter and the request id.
     pub fn log(&self, host: &dyn Host, level: Level, message: &str) {
         let id = self.request_id.as_deref().unwrap_or("-");

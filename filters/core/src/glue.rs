@@ -214,7 +214,10 @@ impl ProxyWasmHost {
         hostcalls::get_map_bytes(map)
             .unwrap_or_default()
             .into_iter()
-            .map(|(n, v)| (n.to_ascii_lowercase(), v))
+            .map(|(mut n, v)| {
+                n.make_ascii_lowercase();
+                (n, v)
+            })
             .collect()
     }
 
@@ -235,6 +238,29 @@ impl ProxyWasmHost {
             if let Some(headers) = cell.borrow_mut().as_mut() {
                 change(headers);
             }
+        }
+    }
+
+    fn buffer(resource: Resource) -> BufferType {
+        match resource {
+            Resource::RequestBody => BufferType::HttpRequestBody,
+            _ => BufferType::HttpResponseBody,
+        }
+    }
+
+    /// A body buffer, only in the phases that own it.
+    fn get_body(&self, resource: Resource, start: usize, len: usize) -> Option<Vec<u8>> {
+        if !self.phase.allows(resource) {
+            return None;
+        }
+        hostcalls::get_buffer(Self::buffer(resource), start, len)
+            .ok()
+            .flatten()
+    }
+
+    fn set_body(&self, resource: Resource, start: usize, len: usize, data: &[u8]) {
+        if self.phase.allows(resource) {
+            let _ = hostcalls::set_buffer(Self::buffer(resource), start, len, data);
         }
     }
 
@@ -337,18 +363,11 @@ impl Host for ProxyWasmHost {
     }
 
     fn response_body(&self, start: usize, len: usize) -> Option<Vec<u8>> {
-        if !self.phase.allows(Resource::ResponseBody) {
-            return None;
-        }
-        hostcalls::get_buffer(BufferType::HttpResponseBody, start, len)
-            .ok()
-            .flatten()
+        self.get_body(Resource::ResponseBody, start, len)
     }
 
     fn set_response_body(&mut self, start: usize, len: usize, data: &[u8]) {
-        if self.phase.allows(Resource::ResponseBody) {
-            let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, start, len, data);
-        }
+        self.set_body(Resource::ResponseBody, start, len, data);
     }
 
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
@@ -397,18 +416,11 @@ impl Host for ProxyWasmHost {
     }
 
     fn request_body(&self, start: usize, len: usize) -> Option<Vec<u8>> {
-        if !self.phase.allows(Resource::RequestBody) {
-            return None;
-        }
-        hostcalls::get_buffer(BufferType::HttpRequestBody, start, len)
-            .ok()
-            .flatten()
+        self.get_body(Resource::RequestBody, start, len)
     }
 
     fn set_request_body(&mut self, start: usize, len: usize, data: &[u8]) {
-        if self.phase.allows(Resource::RequestBody) {
-            let _ = hostcalls::set_buffer(BufferType::HttpRequestBody, start, len, data);
-        }
+        self.set_body(Resource::RequestBody, start, len, data);
     }
 
     fn set_property(&mut self, path: &[&str], value: &[u8]) {

@@ -20,7 +20,7 @@ use palisade_core::config::ConfigError;
 use palisade_core::host::Headers;
 use palisade_core::metrics::{Counter, Metrics};
 use palisade_core::route::{first_match, needs_route_name, Match, RouteInput, Rule};
-use palisade_core::{request_id, Flow, Host, HttpFilter, Level, Plugin, RequestContext};
+use palisade_core::{Flow, Host, HttpFilter, Level, Plugin, RequestContext};
 use policy::{Policy, Settings};
 use std::borrow::Cow;
 use std::rc::Rc;
@@ -207,18 +207,6 @@ fn pseudo<'h>(host: &dyn Host, headers: &'h Headers, name: &str) -> Cow<'h, [u8]
     }
 }
 
-/// The correlation id from the fetched list, as `RequestContext::new` would
-/// read it with two more host calls.
-fn context(headers: &Headers) -> RequestContext {
-    RequestContext {
-        filter: NAME,
-        request_id: request_id::correlation_id(
-            find(headers, request_id::HEADER),
-            find(headers, request_id::TRACEPARENT),
-        ),
-    }
-}
-
 impl Plugin for HeadersPlugin {
     const NAME: &'static str = NAME;
     type Filter = HeadersFilter;
@@ -279,7 +267,7 @@ impl HttpFilter for HeadersFilter {
         let headers = host.request_headers();
         let plugin = self.plugin.clone();
         let counters = plugin.counters;
-        let ctx = context(&headers);
+        let ctx = RequestContext::from_headers(NAME, &headers);
         let mut method = LazyMethod::new(&headers);
         let policy = plugin.select(host, &headers, &mut method);
         let method = if policy.request.allowed_methods.is_some() {

@@ -184,7 +184,6 @@ pub struct ClaimToHeader {
 #[serde(deny_unknown_fields)]
 pub struct RuleConfig {
     #[serde(rename = "match", default)]
-    #[schemars(schema_with = "schema::route_match")]
     pub matcher: Match,
     pub requires: Option<RequirementConfig>,
     pub dry_run: Option<bool>,
@@ -482,33 +481,5 @@ impl RequirementConfig {
             }
         }
         Ok(())
-    }
-}
-
-/// JSON Schema of the core's `route::Match`, which does not derive `JsonSchema`.
-mod schema {
-    use schemars::{json_schema, Schema, SchemaGenerator};
-
-    pub fn route_match(_: &mut SchemaGenerator) -> Schema {
-        let names: Vec<&str> = palisade_core::method::Method::ALL
-            .iter()
-            .map(|m| m.as_str())
-            .collect();
-        json_schema!({
-            "type": "object",
-            "additionalProperties": false,
-            "properties": {
-                "prefix": {"type": "string", "pattern": "^/"},
-                "path": {"type": "string", "pattern": "^/"},
-                "path_template": {"type": "string", "pattern": "^/"},
-                "methods": {"type": "array", "minItems": 1, "items": {"type": "string", "enum": names}},
-                "route_name": {"type": "string"}
-            },
-            "not": {"anyOf": [
-                {"required": ["prefix", "path"]},
-                {"required": ["prefix", "path_template"]},
-                {"required": ["path", "path_template"]}
-            ]}
-        })
     }
 }

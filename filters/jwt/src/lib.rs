@@ -34,7 +34,7 @@ use palisade_core::config::ConfigError;
 use palisade_core::host::{CallResponse, Headers};
 use palisade_core::metrics::{Counter, Metrics};
 use palisade_core::route::{first_match, needs_route_name, Match, RouteInput, Rule};
-use palisade_core::{request_id, Flow, Host, HostKind, HttpFilter, Level, Plugin, RequestContext};
+use palisade_core::{Flow, Host, HostKind, HttpFilter, Level, Plugin, RequestContext};
 use requirement::{Outcome, Requirement, Verdict};
 use signature::CheckedBy;
 use std::cell::RefCell;
@@ -722,22 +722,11 @@ impl JwtPlugin {
     }
 }
 
-/// The correlation id from the fetched list.
-fn context(headers: &Headers) -> RequestContext {
-    RequestContext {
-        filter: NAME,
-        request_id: request_id::correlation_id(
-            find(headers, request_id::HEADER),
-            find(headers, request_id::TRACEPARENT),
-        ),
-    }
-}
-
 impl HttpFilter for JwtFilter {
     fn on_request_headers(&mut self, host: &mut dyn Host, _end_of_stream: bool) -> Flow {
         let headers = host.request_headers();
         let plugin = self.plugin.clone();
-        let ctx = context(&headers);
+        let ctx = RequestContext::from_headers(NAME, &headers);
         // A client must never forge an identity header, whatever the route.
         for name in &plugin.claim_headers {
             if find(&headers, name).is_some() {

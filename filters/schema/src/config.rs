@@ -118,7 +118,6 @@ impl Default for Limits {
 #[serde(deny_unknown_fields)]
 pub struct RuleConfig {
     #[serde(rename = "match", default)]
-    #[schemars(schema_with = "match_schema")]
     pub matcher: Match,
     /// Overrides the top-level `dry_run` for this route.
     pub dry_run: Option<bool>,
@@ -149,23 +148,6 @@ pub struct BodyConfig {
     pub required: bool,
     /// JSON Schema of the body; absent: any well-formed JSON within the limits.
     pub schema: Option<Value>,
-}
-
-/// The shared route matcher, described for generated config schemas (the
-/// core's `Match` carries no schemars derive).
-fn match_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    schemars::json_schema!({
-        "type": "object",
-        "additionalProperties": false,
-        "properties": {
-            "prefix": {"type": "string"},
-            "path": {"type": "string"},
-            "path_template": {"type": "string"},
-            "methods": {"type": "array", "items": {"type": "string",
-                "enum": ["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"]}},
-            "route_name": {"type": "string"}
-        }
-    })
 }
 
 impl Validate for Config {
