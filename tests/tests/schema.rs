@@ -585,7 +585,8 @@ fn a_body_followed_by_trailers_is_validated_before_the_upstream() {
     );
 
     // Without held headers (the Istio deployment) the body is still refused
-    // at the trailers: the upstream request is reset before it completes.
+    // at the trailers: the headers went on, but the upstream never gets a
+    // complete request (the echo server records one only with its body).
     let mut config = store_config();
     config["hold_headers"] = json!(false);
     let filter = WasmFilter::new("schema", dist_wasm("schema")).config_json(&config);
