@@ -6,6 +6,8 @@
 //! palisade-ratelimit && mkdir -p dist && cp target/wasm32-wasip1/release/palisade_ratelimit.wasm dist/`.
 //! Global mode needs `redis-server` (Debian package `redis-server`).
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -334,51 +336,34 @@ fn a_million_keys_keep_memory_bounded_and_the_honest_clients_limit_working() {
 /// A proxy-wasm fixture standing for the JWT filter: it records the claims
 /// `{"sub": "fixture-user"}` as the property `palisade_jwt_claims` on every
 /// request, as the JWT filter does after verifying a token.
-fn claims_fixture() -> (tempfile::TempDir, std::path::PathBuf) {
+fn claims_fixture() -> common::Fixture {
     let claims = r#"{"sub":"fixture-user"}"#;
-    let wat = format!(
-        r#"(module
-  (import "env" "proxy_set_property"
+    let imports = format!(
+        r#"(import "env" "proxy_set_property"
     (func $set_property (param i32 i32 i32 i32) (result i32)))
-  (memory (export "memory") 2)
   (data (i32.const 16) "palisade_jwt_claims")
-  (data (i32.const 64) "{escaped}")
-  (global $next (mut i32) (i32.const 65536))
-  (func (export "proxy_abi_version_0_2_1"))
-  (func (export "proxy_on_memory_allocate") (param $size i32) (result i32)
-    (local $p i32)
-    (if (i32.gt_u (i32.add (global.get $next) (local.get $size)) (i32.const 131072))
-      (then (global.set $next (i32.const 65536))))
-    (local.set $p (global.get $next))
-    (global.set $next (i32.add (global.get $next) (local.get $size)))
-    (local.get $p))
-  (func (export "proxy_on_context_create") (param i32 i32))
-  (func (export "proxy_on_vm_start") (param i32 i32) (result i32) (i32.const 1))
-  (func (export "proxy_on_configure") (param i32 i32) (result i32) (i32.const 1))
-  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
-    (drop (call $set_property (i32.const 16) (i32.const 19) (i32.const 64) (i32.const {len})))
-    (i32.const 0))
-)"#,
+  (data (i32.const 64) "{escaped}")"#,
         escaped = claims.replace('"', "\\22"),
+    );
+    let handlers = format!(
+        r#"(func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+    (drop (call $set_property (i32.const 16) (i32.const 19) (i32.const 64) (i32.const {len})))
+    (i32.const 0))"#,
         len = claims.len()
     );
-    let bytes = wat::parse_str(&wat).expect("fixture WAT assembles");
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("claims_fixture.wasm");
-    std::fs::write(&path, bytes).expect("write fixture");
-    (dir, path)
+    common::module("claims_fixture", &imports, true, &handlers)
 }
 
 #[test]
 fn limits_by_subject_read_the_claims_another_wasm_filter_recorded() {
-    let (_dir, fixture) = claims_fixture();
+    let fixture = claims_fixture();
     let config = json!({
         "rules": [{"limits": [{"name": "per-subject", "key": [{"claim": "sub"}], "requests": 2, "per_s": 60}]}]
     });
     let envoy = Envoy::start(
         &EnvoyConfig::new()
             .route(Route::prefix("direct", "/").direct(200, "ok"))
-            .wasm(WasmFilter::new("fixture.jwt", &fixture))
+            .wasm(WasmFilter::new("fixture.jwt", &fixture.path))
             .wasm(ratelimit(&config)),
     );
     // A forged claim header is not a verified claim: the fixture's subject counts.
