@@ -258,11 +258,13 @@ impl Host for FakeHost {
         self.kind
     }
 
-    fn request_headers(&self) -> Headers {
-        self.request_headers
-            .iter()
-            .map(|(n, v)| (n.to_ascii_lowercase(), v.clone()))
-            .collect()
+    fn request_headers(&self) -> Rc<Headers> {
+        Rc::new(
+            self.request_headers
+                .iter()
+                .map(|(n, v)| (n.to_ascii_lowercase(), v.clone()))
+                .collect(),
+        )
     }
 
     fn request_header(&self, name: &str) -> Option<Vec<u8>> {
@@ -283,11 +285,13 @@ impl Host for FakeHost {
         }
     }
 
-    fn response_headers(&self) -> Headers {
-        self.response_headers
-            .iter()
-            .map(|(n, v)| (n.to_ascii_lowercase(), v.clone()))
-            .collect()
+    fn response_headers(&self) -> Rc<Headers> {
+        Rc::new(
+            self.response_headers
+                .iter()
+                .map(|(n, v)| (n.to_ascii_lowercase(), v.clone()))
+                .collect(),
+        )
     }
 
     fn response_header(&self, name: &str) -> Option<Vec<u8>> {

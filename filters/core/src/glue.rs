@@ -149,8 +149,8 @@ pub struct ProxyWasmHost {
     /// left for the upstream, and Envoy answers a later write to them with
     /// a status the SDK turns into a trap, so such writes are dropped.
     request_headers_sent: bool,
-    request: RefCell<Option<Headers>>,
-    response: RefCell<Option<Headers>>,
+    request: RefCell<Option<Rc<Headers>>>,
+    response: RefCell<Option<Rc<Headers>>>,
 }
 
 impl ProxyWasmHost {
@@ -202,7 +202,7 @@ impl ProxyWasmHost {
         self.phase.allows(resource).then_some(map)
     }
 
-    fn cache(&self, map: MapType) -> Option<&RefCell<Option<Headers>>> {
+    fn cache(&self, map: MapType) -> Option<&RefCell<Option<Rc<Headers>>>> {
         match map {
             MapType::HttpRequestHeaders => Some(&self.request),
             MapType::HttpResponseHeaders => Some(&self.response),
@@ -221,22 +221,25 @@ impl ProxyWasmHost {
             .collect()
     }
 
-    /// Runs `f` over the map, fetching it at most once per callback.
-    fn with_map<R>(&self, map: MapType, f: impl FnOnce(&Headers) -> R) -> Option<R> {
+    /// The map, fetched at most once per callback.
+    fn shared_map(&self, map: MapType) -> Option<Rc<Headers>> {
         let map = self.map(map)?;
         match self.cache(map) {
-            Some(cell) => {
-                let mut slot = cell.borrow_mut();
-                Some(f(slot.get_or_insert_with(|| Self::fetch(map))))
-            }
-            None => Some(f(&Self::fetch(map))),
+            Some(cell) => Some(
+                cell.borrow_mut()
+                    .get_or_insert_with(|| Rc::new(Self::fetch(map)))
+                    .clone(),
+            ),
+            None => Some(Rc::new(Self::fetch(map))),
         }
     }
 
+    /// Keeps the cached copy in step with a write; copies it only if a
+    /// filter still holds the map it was given.
     fn update_cache(&self, map: MapType, change: impl FnOnce(&mut Headers)) {
         if let Some(cell) = self.cache(map) {
             if let Some(headers) = cell.borrow_mut().as_mut() {
-                change(headers);
+                change(Rc::make_mut(headers));
             }
         }
     }
@@ -264,14 +267,14 @@ impl ProxyWasmHost {
         }
     }
 
-    fn get_headers(&self, map: MapType) -> Headers {
-        self.with_map(map, Clone::clone).unwrap_or_default()
+    fn get_headers(&self, map: MapType) -> Rc<Headers> {
+        self.shared_map(map).unwrap_or_default()
     }
 
     fn get_header(&self, map: MapType, name: &str) -> Option<Vec<u8>> {
         let cached = self
-            .with_map(map, |h| headers::find(h, name).map(<[u8]>::to_vec))
-            .flatten();
+            .shared_map(map)
+            .and_then(|h| headers::find(&h, name).map(<[u8]>::to_vec));
         if cached.is_none() && name.starts_with(':') && self.kind == HostKind::Kong {
             // Kong may leave pseudo-headers out of the pairs; ask for them directly.
             return hostcalls::get_map_value_bytes(self.map(map)?, name)
@@ -308,7 +311,7 @@ impl Host for ProxyWasmHost {
         self.kind
     }
 
-    fn request_headers(&self) -> Headers {
+    fn request_headers(&self) -> Rc<Headers> {
         self.get_headers(MapType::HttpRequestHeaders)
     }
 
@@ -330,7 +333,7 @@ impl Host for ProxyWasmHost {
         }
     }
 
-    fn response_headers(&self) -> Headers {
+    fn response_headers(&self) -> Rc<Headers> {
         self.get_headers(MapType::HttpResponseHeaders)
     }
 

@@ -6,6 +6,8 @@
 //! `shared/NOTES.md`) are absorbed by [`HostKind`]'s pure methods, so one
 //! `.wasm` behaves the same on both and every difference has a unit test.
 
+use std::rc::Rc;
+
 /// Header names lowercased; values as raw bytes (they need not be UTF-8).
 pub type Headers = Vec<(String, Vec<u8>)>;
 
@@ -265,13 +267,15 @@ impl CallResponse {
 pub trait Host {
     fn kind(&self) -> HostKind;
 
-    fn request_headers(&self) -> Headers;
+    /// The whole map, shared with the host's per-callback copy: reading it
+    /// costs no allocation (a filter that writes while holding it pays one copy).
+    fn request_headers(&self) -> Rc<Headers>;
     fn request_header(&self, name: &str) -> Option<Vec<u8>>;
     fn set_request_header(&mut self, name: &str, value: &[u8]);
     /// Host-aware removal (see [`HostKind::strips_request_headers_by_overwrite`]).
     fn remove_request_header(&mut self, name: &str);
 
-    fn response_headers(&self) -> Headers;
+    fn response_headers(&self) -> Rc<Headers>;
     fn response_header(&self, name: &str) -> Option<Vec<u8>>;
     fn set_response_header(&mut self, name: &str, value: &[u8]);
     fn add_response_header(&mut self, name: &str, value: &[u8]);

@@ -59,7 +59,7 @@ fn header_names_are_lowercased_whatever_case_the_host_keeps() {
         h
     };
     assert_eq!(
-        kong.request_headers(),
+        *kong.request_headers(),
         vec![("x-api-key".to_string(), b"k".to_vec())]
     );
     assert_eq!(kong.request_header("x-api-key"), Some(b"k".to_vec()));

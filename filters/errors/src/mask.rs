@@ -245,12 +245,12 @@ impl ErrorsFilter {
     /// Rewrites the response headers into a problem's, in place.
     fn rewrite_headers(&self, host: &mut dyn Host, policy: &Policy, status: u16) {
         let mut doomed: Vec<String> = Vec::new();
-        for (name, _) in host.response_headers() {
-            if name.starts_with(':') || doomed.contains(&name) {
+        for (name, _) in host.response_headers().iter() {
+            if name.starts_with(':') || doomed.contains(name) {
                 continue;
             }
-            if BODY_HEADERS.contains(&name.as_str()) || strips(&policy.strip_headers, &name) {
-                doomed.push(name);
+            if BODY_HEADERS.contains(&name.as_str()) || strips(&policy.strip_headers, name) {
+                doomed.push(name.clone());
             }
         }
         for name in &doomed {
@@ -266,14 +266,18 @@ impl ErrorsFilter {
     /// inner filters (or the upstream) would otherwise be lost.
     fn carried_headers(&self, host: &dyn Host, policy: &Policy) -> Vec<(String, String)> {
         host.response_headers()
-            .into_iter()
+            .iter()
             .filter(|(name, _)| {
                 !name.starts_with(':')
                     && !BODY_HEADERS.contains(&name.as_str())
                     && !PROXY_HEADERS.contains(&name.as_str())
                     && !strips(&policy.strip_headers, name)
             })
-            .filter_map(|(name, value)| String::from_utf8(value).ok().map(|v| (name, v)))
+            .filter_map(|(name, value)| {
+                std::str::from_utf8(value)
+                    .ok()
+                    .map(|v| (name.clone(), v.to_owned()))
+            })
             .collect()
     }
 
@@ -418,9 +422,10 @@ impl ErrorsFilter {
                 host.remove_response_header(grpc::DETAILS);
                 let doomed: Vec<String> = host
                     .response_headers()
-                    .into_iter()
+                    .iter()
                     .map(|(n, _)| n)
                     .filter(|n| !n.starts_with(':') && strips(&policy.strip_headers, n))
+                    .cloned()
                     .collect();
                 for n in &doomed {
                     host.remove_response_header(n);

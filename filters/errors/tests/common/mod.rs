@@ -24,7 +24,7 @@ impl Host for Spy<'_> {
     fn kind(&self) -> HostKind {
         self.host.kind()
     }
-    fn request_headers(&self) -> Headers {
+    fn request_headers(&self) -> std::rc::Rc<Headers> {
         self.guard();
         self.host.request_headers()
     }
@@ -40,7 +40,7 @@ impl Host for Spy<'_> {
         self.guard();
         self.host.remove_request_header(name)
     }
-    fn response_headers(&self) -> Headers {
+    fn response_headers(&self) -> std::rc::Rc<Headers> {
         self.host.response_headers()
     }
     fn response_header(&self, name: &str) -> Option<Vec<u8>> {

@@ -144,18 +144,20 @@ impl Host for TestHost {
     fn kind(&self) -> HostKind {
         self.0.kind
     }
-    fn request_headers(&self) -> Headers {
+    fn request_headers(&self) -> Rc<Headers> {
         if self.1.in_response.get() {
-            return Vec::new();
+            return Rc::default();
         }
         tick(&self.1.request_headers);
         let all = self.0.request_headers();
         match self.0.kind {
             HostKind::Envoy => all,
-            HostKind::Kong => all
-                .into_iter()
-                .filter(|(n, _)| !n.starts_with(':'))
-                .collect(),
+            HostKind::Kong => Rc::new(
+                all.iter()
+                    .filter(|(n, _)| !n.starts_with(':'))
+                    .cloned()
+                    .collect(),
+            ),
         }
     }
     fn request_header(&self, name: &str) -> Option<Vec<u8>> {
@@ -175,7 +177,7 @@ impl Host for TestHost {
             self.0.remove_request_header(name)
         }
     }
-    fn response_headers(&self) -> Headers {
+    fn response_headers(&self) -> Rc<Headers> {
         tick(&self.1.response_headers);
         self.0.response_headers()
     }
