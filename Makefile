@@ -104,6 +104,8 @@ bench-tools:
 # target dir, so that target/.../palisade_empty.wasm, which `build` copies,
 # stays the feature-less module whatever order (or -j) these run in.
 PROBES := get-header request-map response-map add-header metric
+# Contract floors: the host calls a filter's contract demands, with no logic.
+FLOORS := jwt jwt-map ratelimit
 PROBE_TARGET_DIR := target/probes
 
 bench-probes: toolchain
@@ -112,6 +114,13 @@ bench-probes: toolchain
 	  cargo build --release --target $(WASM_TARGET) --target-dir $(PROBE_TARGET_DIR) \
 	    -p palisade-empty --features probe-$$p; \
 	  out=$(DIST)/bench/probe_$${p//-/_}.wasm; \
+	  cp $(PROBE_TARGET_DIR)/$(WASM_TARGET)/release/palisade_empty.wasm $$out; \
+	  printf '%-32s %8d bytes\n' "$$out" $$(stat -c %s $$out); \
+	done
+	@for f in $(FLOORS); do \
+	  cargo build --release --target $(WASM_TARGET) --target-dir $(PROBE_TARGET_DIR) \
+	    -p palisade-empty --features floor-$$f; \
+	  out=$(DIST)/bench/floor_$${f//-/_}.wasm; \
 	  cp $(PROBE_TARGET_DIR)/$(WASM_TARGET)/release/palisade_empty.wasm $$out; \
 	  printf '%-32s %8d bytes\n' "$$out" $$(stat -c %s $$out); \
 	done

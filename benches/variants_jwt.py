@@ -86,6 +86,28 @@ def filter_config(backend: str) -> str:
     })
 
 
+def floor(ctx, headers: dict) -> list:
+    """The contract's host calls alone (`make bench-probes`): the cost no JWT
+    filter with this config can go below, next to the repeated-token variants."""
+    out = []
+    for key, label, note in (
+        ("jwt", "floor: the JWT contract's host calls, no logic",
+         "get the token, set x-jwt-sub, remove the token, set a property (benches/empty-filter)"),
+        ("jwt_map", "floor: the JWT contract as one header-map round trip",
+         "get all headers, set them all back edited, set a property (benches/empty-filter)"),
+    ):
+        path = ctx.dist / "bench" / f"floor_{key}.wasm"
+        if not path.is_file():
+            ctx.notes.append(f"{path.name} missing: run make bench-probes")
+            continue
+        out.append(ctx.Variant(
+            f"{key.replace('_', '-')}-floor", label,
+            http_filters=[ctx.wasm_filter(f"floor_{key}", path, "{}")], request_headers=headers,
+            modules=[path], filter_cost_of="jwt", note=note,
+        ))
+    return out
+
+
 def variants(ctx):
     wasm = ctx.dist / "palisade_jwt.wasm"
     if not wasm.is_file():
@@ -125,6 +147,7 @@ def variants(ctx):
         V("jwt-es256-repeated", "jwt: ES256, one token (verified-token cache)",
           http_filters=ours("auto"), request_headers=repeated["ES256"], modules=[wasm],
           filter_cost_of="jwt", note="goal: <= 1.5x the empty wasm filter"),
+        *floor(ctx, repeated["RS256"]),
         V("jwt-rs256-distinct-pure", "jwt: RS256, distinct tokens, pure-Rust signatures",
           http_filters=ours("pure"), rotate_header=distinct["RS256"], modules=[wasm],
           filter_cost_of="jwt", note="what Kong runs (no verify_signature there)"),

@@ -20,6 +20,11 @@
 //! | `probe-add-header`   | `on_http_response_headers` | `add_map_value(HttpResponseHeaders, "x-probe", "1")` |
 //! | `probe-metric`       | `on_http_response_headers` | `increment_metric` (counter defined in `on_configure`) |
 //!
+//! Contract floors (`floor-jwt`, `floor-ratelimit`, to `dist/bench/floor_<x>.wasm`)
+//! make, with no logic at all, exactly the host calls a filter's contract
+//! demands per request for the bench's config: the cost no implementation of
+//! that control as a proxy-wasm filter can go below on this host.
+//!
 //! Results go through `std::hint::black_box` so the optimiser keeps the work
 //! of copying them into the module. Without features none of this is compiled.
 
@@ -30,7 +35,10 @@ use proxy_wasm::types::{ContextType, LogLevel};
     feature = "probe-get-header",
     feature = "probe-request-map",
     feature = "probe-response-map",
-    feature = "probe-add-header"
+    feature = "probe-add-header",
+    feature = "floor-jwt",
+    feature = "floor-jwt-map",
+    feature = "floor-ratelimit"
 ))]
 use proxy_wasm::types::MapType;
 #[cfg(any(
@@ -38,7 +46,10 @@ use proxy_wasm::types::MapType;
     feature = "probe-request-map",
     feature = "probe-response-map",
     feature = "probe-add-header",
-    feature = "probe-metric"
+    feature = "probe-metric",
+    feature = "floor-jwt",
+    feature = "floor-jwt-map",
+    feature = "floor-ratelimit"
 ))]
 use {proxy_wasm::hostcalls, proxy_wasm::types::Action, std::hint::black_box};
 #[cfg(feature = "probe-metric")]
@@ -86,8 +97,20 @@ struct EmptyHttp;
 impl Context for EmptyHttp {}
 
 impl HttpContext for EmptyHttp {
-    #[cfg(any(feature = "probe-get-header", feature = "probe-request-map"))]
+    #[cfg(any(
+        feature = "probe-get-header",
+        feature = "probe-request-map",
+        feature = "floor-jwt",
+        feature = "floor-jwt-map",
+        feature = "floor-ratelimit"
+    ))]
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        #[cfg(feature = "floor-jwt")]
+        floor_jwt();
+        #[cfg(feature = "floor-jwt-map")]
+        floor_jwt_map();
+        #[cfg(feature = "floor-ratelimit")]
+        floor_ratelimit();
         #[cfg(feature = "probe-get-header")]
         if let Ok(value) =
             hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, "x-request-id")
@@ -118,5 +141,65 @@ impl HttpContext for EmptyHttp {
             black_box(hostcalls::increment_metric(id, 1).is_ok());
         }
         Action::Continue
+    }
+}
+
+/// The JWT filter's contract for a valid token (bench config): read the token,
+/// publish `sub`, strip the token (`forward: false`), record the decision.
+#[cfg(feature = "floor-jwt")]
+fn floor_jwt() {
+    const CLAIMS: &[u8] =
+        br#"{"iss":"https://id.example.com","sub":"user-1","aud":"orders-api","exp":4102444800}"#;
+    let token = hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, "authorization");
+    if let Ok(Some(token)) = black_box(token) {
+        let _ = hostcalls::set_map_value_bytes(
+            MapType::HttpRequestHeaders,
+            "x-jwt-sub",
+            Some(b"user-1"),
+        );
+        let _ = hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, "authorization", None);
+        let _ = hostcalls::set_property(vec!["palisade_jwt_claims"], Some(CLAIMS));
+        black_box(token);
+    }
+}
+
+/// The local rate limiter's contract (bench config, key = one header): read
+/// the key, read its bucket from shared data, write the bucket back with CAS.
+#[cfg(feature = "floor-ratelimit")]
+fn floor_ratelimit() {
+    let key = hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, "x-rl-client");
+    if let Ok(Some(key)) = black_box(key) {
+        let slot = if key.first() == Some(&b'a') {
+            "floor.a"
+        } else {
+            "floor.b"
+        };
+        if let Ok((bucket, cas)) = hostcalls::get_shared_data(slot) {
+            let mut bucket = bucket.unwrap_or_else(|| vec![0; 16]);
+            if let Some(b) = bucket.first_mut() {
+                *b = b.wrapping_add(1);
+            }
+            black_box(hostcalls::set_shared_data(slot, Some(&bucket), cas).is_ok());
+        }
+    }
+}
+
+/// The JWT contract with one map round trip instead of single-header calls.
+#[cfg(feature = "floor-jwt-map")]
+fn floor_jwt_map() {
+    const CLAIMS: &[u8] =
+        br#"{"iss":"https://id.example.com","sub":"user-1","aud":"orders-api","exp":4102444800}"#;
+    if let Ok(map) = hostcalls::get_map_bytes(MapType::HttpRequestHeaders) {
+        if map.iter().any(|(n, _)| n == "authorization") {
+            let mut out: Vec<(&str, &[u8])> = map
+                .iter()
+                .filter(|(n, _)| n != "authorization" && n != "x-jwt-sub")
+                .map(|(n, v)| (n.as_str(), v.as_slice()))
+                .collect();
+            out.push(("x-jwt-sub", b"user-1"));
+            let _ = hostcalls::set_map_bytes(MapType::HttpRequestHeaders, out);
+            let _ = hostcalls::set_property(vec!["palisade_jwt_claims"], Some(CLAIMS));
+        }
+        black_box(map);
     }
 }
