@@ -137,6 +137,11 @@ class Variant:
     # Key of the empty-filter variant sending the same request (POST bodies):
     # the ratio line compares against it instead of the GET "empty".
     empty_of: str = "empty"
+    # Forward to the shared upstream Envoy (router-only, same `ok\n` answer)
+    # instead of answering with `direct_response`: a proxied request.
+    upstream: bool = False
+    # Key of a variant whose requests this one's must cost less (own CPU).
+    cheaper_than: Optional[str] = None
 
     def accepts(self) -> set:
         e = self.status if self.expected_status is None else self.expected_status
@@ -445,12 +450,31 @@ def build_variants(dist: Path, overrides: dict) -> tuple[list[Variant], list[str
     return v, notes
 
 
-def envoy_config(variant: Variant, port: int, admin_port: int) -> dict:
-    route = {
-        "name": "bench",
-        "match": {"prefix": "/"},
-        "direct_response": {"status": variant.status, "body": {"inline_string": variant.body}},
+UPSTREAM_CLUSTER = "bench_upstream"
+
+
+def upstream_cluster(port: int) -> dict:
+    """The shared upstream Envoy, one HTTP/1 connection pool on loopback."""
+    return {
+        "name": UPSTREAM_CLUSTER,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": UPSTREAM_CLUSTER,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
+                "socket_address": {"address": "127.0.0.1", "port_value": port}}}}]}],
+        },
     }
+
+
+def envoy_config(variant: Variant, port: int, admin_port: int, upstream_port: Optional[int] = None) -> dict:
+    route = {"name": "bench", "match": {"prefix": "/"}}
+    if variant.upstream:
+        if upstream_port is None:
+            raise BenchError("a proxied variant needs the upstream Envoy")
+        route["route"] = {"cluster": UPSTREAM_CLUSTER}
+    else:
+        route["direct_response"] = {"status": variant.status, "body": {"inline_string": variant.body}}
     route.update(variant.route_extra)
     hcm = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
@@ -490,8 +514,11 @@ def envoy_config(variant: Variant, port: int, admin_port: int) -> dict:
             ]
         },
     }
-    if variant.clusters:
-        config["static_resources"]["clusters"] = variant.clusters
+    clusters = list(variant.clusters)
+    if variant.upstream:
+        clusters.append(upstream_cluster(upstream_port))
+    if clusters:
+        config["static_resources"]["clusters"] = clusters
     return config
 
 
@@ -553,11 +580,13 @@ def http_get(port: int, timeout: float = 2.0, request: Optional[tuple] = None) -
 class Envoy:
     """One Envoy process for one variant, stopped by its pid."""
 
-    def __init__(self, binary: str, variant: Variant, workdir: Path, core: str, rt: bool, tag: str):
+    def __init__(self, binary: str, variant: Variant, workdir: Path, core: str, rt: bool, tag: str,
+                 upstream_port: Optional[int] = None):
         self.port = free_port()
         self.admin_port = free_port()
         self.config_path = workdir / f"{tag}.json"
-        self.config_path.write_text(json.dumps(envoy_config(variant, self.port, self.admin_port), indent=1))
+        config = envoy_config(variant, self.port, self.admin_port, upstream_port)
+        self.config_path.write_text(json.dumps(config, indent=1))
         self.log_path = workdir / f"{tag}.log"
         cmd = [
             binary,
@@ -608,6 +637,14 @@ class Envoy:
         except OSError:
             return None
         return None
+
+    def cpu_seconds(self) -> Optional[float]:
+        """User + system CPU time of this Envoy so far, from /proc."""
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, ValueError, IndexError):
+            return None
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -745,12 +782,15 @@ class Running:
     cost: list = field(default_factory=list)  # per round, vs the bracketing router slices
     cpu: list = field(default_factory=list)  # per round: 1e6/rps minus the baseline's, µs
     cpu_vs_empty: list = field(default_factory=list)  # probes, per round: 1e6/rps minus empty's, µs
+    # Per round: this Envoy's own CPU time (/proc) over its c16 slice per
+    # request, µs: the whole cost of a request to this process, upstream excluded.
+    own_cpu: list = field(default_factory=list)
     rss_kib: Optional[int] = None
 
 
-def start(args, v: Variant, workdir: Path, rt: bool) -> Running:
+def start(args, v: Variant, workdir: Path, rt: bool, upstream_port: Optional[int] = None) -> Running:
     """Starts the variant's Envoy, checks its answer, warms it up."""
-    envoy = Envoy(args.envoy, v, workdir, args.envoy_core, rt, v.key)
+    envoy = Envoy(args.envoy, v, workdir, args.envoy_core, rt, v.key, upstream_port)
     lua = write_lua(workdir, v)
     run = Running(v, envoy, lua)
     try:
@@ -849,7 +889,7 @@ def report(args, info, variants, runs, errors, notes) -> str:
         else:
             cost_cell = f"{fmt(cost)}{fmt_range(run.cost)}{vs}"
             cpu_cell = f"{fmt(med(run.cpu))}{fmt_range(run.cpu)}{vs}"
-        comparable = v.baseline == "router" and v.key not in ("router", "router-500", "empty")
+        comparable = v.baseline == "router" and not v.upstream and v.key not in ("router", "router-500", "empty")
         ratio = ""
         if comparable and cost is not None and empty_cost:
             ratio = f"{cost / empty_cost:.2f}×"
@@ -905,6 +945,19 @@ def report(args, info, variants, runs, errors, notes) -> str:
             f"- {v.label}: {extra:+.1f}{fmt_range(runs[v.key].cpu_vs_empty)} µs of CPU per request{share}"
         )
 
+    own_lines = []
+    for v in variants:
+        if v.key in errors or v.key not in runs or not runs[v.key].own_cpu:
+            continue
+        own = med(runs[v.key].own_cpu)
+        line = f"- {v.label}: {own:.1f}{fmt_range(runs[v.key].own_cpu)} µs"
+        other = runs.get(v.cheaper_than) if v.cheaper_than else None
+        if other is not None and other.own_cpu:
+            theirs = med(other.own_cpu)
+            verdict = "met" if own < theirs else "NOT met"
+            line += f" vs {other.variant.label} {theirs:.1f} µs (goal: cheaper: {verdict})"
+        own_lines.append(line)
+
     md = ["# Palisade benchmark results" + (" (quick smoke run)" if args.quick else ""), ""]
     md += [f"- **{k}**: {val}" for k, val in info]
     md += [
@@ -937,6 +990,18 @@ def report(args, info, variants, runs, errors, notes) -> str:
             "one call.",
             "",
             *probe_lines,
+        ]
+    if own_lines:
+        md += [
+            "",
+            "## Each Envoy's own CPU per request",
+            "",
+            "User + system CPU time of the measured Envoy process (`/proc/<pid>/stat`) over its c16 "
+            "slice, divided by the requests served (median over rounds, (min…max)): the whole cost of "
+            "a request to that proxy, nothing subtracted; for proxied variants the upstream Envoy's "
+            "work is not included.",
+            "",
+            *own_lines,
         ]
     if notes:
         md += ["", "## Notes", ""] + [f"- {n}" for n in notes]
@@ -1045,11 +1110,17 @@ def main() -> int:
         if key in runs:
             runs.pop(key).envoy.stop()
 
+    upstream = None
     try:
+        if any(v.upstream for v in variants):
+            # One upstream for every proxied variant, on wrk's core: the
+            # measured Envoy keeps its core to itself.
+            upstream = Envoy(args.envoy, Variant("upstream", "upstream"), workdir, args.wrk_core, rt, "upstream")
+            upstream.wait_ready(("GET", dict(REQUEST_HEADERS), b""))
         for v in variants:
             log(f"starting {v.key} ...")
             try:
-                runs[v.key] = start(args, v, workdir, rt)
+                runs[v.key] = start(args, v, workdir, rt, upstream.port if upstream else None)
             except (BenchError, subprocess.SubprocessError, OSError) as e:
                 fail(v.key, e)
         if "router" not in runs:
@@ -1104,8 +1175,12 @@ def main() -> int:
                     continue
                 run = runs[key]
                 try:
+                    cpu0 = run.envoy.cpu_seconds()
                     res = run_wrk(args.wrk, run.lua, run.envoy.port, 16, args.duration, args.wrk_core, rt,
                                   run.variant.accepts())
+                    cpu1 = run.envoy.cpu_seconds()
+                    if cpu0 is not None and cpu1 is not None and res["requests"]:
+                        run.own_cpu.append((cpu1 - cpu0) * 1e6 / res["requests"])
                     run.rps.append(res["rps"])
                     rps[key] = res["rps"]
                     log(f"    {key}: {res['rps']:,.0f} req/s")
@@ -1124,6 +1199,8 @@ def main() -> int:
     finally:
         for run in runs.values():
             run.envoy.stop()
+        if upstream is not None:
+            upstream.stop()
         info.append(("other load during the run", foreign_load(cpu_before, cpu_snapshot(), time.monotonic() - t0)))
         if args.keep:
             log(f"configs and logs kept in {workdir}")

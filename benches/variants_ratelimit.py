@@ -10,7 +10,9 @@ header, whose value alternates between two clients (`a`, `b`).
   without response fields like the native filter, and with the default
   `draft` RateLimit fields;
 - this filter, limiting (one token a day for everyone: every request but the
-  first is a 429), to compare the cost of a 429 with a proxied request.
+  first is a 429), to compare the cost of a 429 with a proxied request:
+  this filter letting requests through to a real upstream (a second Envoy),
+  each measured as the Envoy process's own CPU time per request.
 
 Goals (issue 4): not limiting, at most 1.5x the empty wasm filter's cost per
 request; limiting, a 429 costs less than a proxied request.
@@ -93,8 +95,29 @@ def variants(ctx):
             "rl-limited", "ratelimit: local, limiting every request (429)",
             http_filters=[ctx.wasm_filter("ratelimit", wasm, filter_config(1, DAY, []))],
             rotate_header=rotate, modules=[wasm], expected_status={200, 429},
+            cheaper_than="rl-open-proxied",
             note="a 429 problem+json from the filter (only the very first request passes); "
-                 "goal: cheaper than rl-open's proxied request",
+                 "goal: cheaper than rl-open-proxied's request",
+        ),
+        ctx.Variant(
+            "rl-open-proxied", "ratelimit: local, never limiting, proxied to an upstream",
+            http_filters=[ctx.wasm_filter("ratelimit", wasm, filter_config(HUGE, 1, [{"header": HEADER}]))],
+            rotate_header=rotate, modules=[wasm], upstream=True, baseline="rl-router-proxied",
+            note="what the 429 is compared with: the same filter letting the request through to a real upstream",
+        ),
+        ctx.Variant(
+            "rl-router-proxied", "router only, proxied to an upstream",
+            upstream=True, note="baseline of the proxied variants",
         ),
     ]
+    floor = ctx.dist / "bench" / "floor_ratelimit.wasm"
+    if floor.is_file():
+        out.append(ctx.Variant(
+            "rl-floor", "floor: the local rate-limit contract's host calls, no logic",
+            http_filters=[ctx.wasm_filter("floor_ratelimit", floor, "{}")], rotate_header=rotate,
+            modules=[floor], filter_cost_of="ratelimit",
+            note="get the key header, get the bucket from shared data, set it with CAS (benches/empty-filter)",
+        ))
+    else:
+        ctx.notes.append("ratelimit floor skipped: dist/bench/floor_ratelimit.wasm missing (make bench-probes)")
     return out
