@@ -866,6 +866,15 @@ def machine_info(args, rt: bool) -> list[tuple[str, str]]:
     ]
 
 
+def own_extra(runs: dict, key: str) -> Optional[float]:
+    """`key`'s own CPU per request (/proc) minus its baseline's, µs."""
+    run = runs.get(key)
+    base = runs.get(run.variant.baseline) if run else None
+    if run is None or base is None or not run.own_cpu or not base.own_cpu:
+        return None
+    return med(run.own_cpu) - med(base.own_cpu)
+
+
 def report(args, info, variants, runs, errors, notes) -> str:
     """The markdown report: machine info, the table, ratios to the empty filter."""
     empty_cost = med(runs["empty"].cost) if "empty" in runs else None
@@ -922,6 +931,9 @@ def report(args, info, variants, runs, errors, notes) -> str:
         cross = ""
         if cpu is not None and floor_cpu:
             cross = f"; from c16 throughput: {cpu:.1f} vs {floor_cpu:.1f} µs of CPU = {cpu / floor_cpu:.2f}×"
+        own, own_floor = own_extra(runs, v.key), own_extra(runs, v.empty_of)
+        if own is not None and own_floor and own_floor > 0:
+            cross += f"; Envoy's own CPU (/proc): +{own:.1f} vs +{own_floor:.1f} µs = {own / own_floor:.2f}×"
         ratios.append(
             f"- {v.label}: {c:.1f} µs vs {v.empty_of} {floor:.1f} µs = "
             f"{c / floor:.2f}× the empty wasm filter{goal}{cross}"
