@@ -121,6 +121,19 @@ def variants(ctx):
             ))
         else:
             ctx.notes.append("schema: empty wasm filter missing, no empty-filter POST variants")
+        floor = ctx.dist / "bench" / "floor_schema.wasm"
+        if floor.is_file():
+            out.append(ctx.Variant(
+                f"schema-floor-{label.replace(' ', '').lower()}",
+                f"floor: serde_json + jsonschema alone, POST {label} JSON",
+                http_filters=[buffer_filter(), held(ctx.wasm_filter("floor_schema", floor, json.dumps(ORDER_SCHEMA)))],
+                baseline=base, modules=[floor], filter_cost_of="schema", **common,
+                empty_of=f"schema-empty-{label.replace(' ', '').lower()}",
+                note="hold the headers, get the body, from_slice into a Value, is_valid, publish "
+                     "(benches/empty-filter floor-schema): no limits, no duplicate keys, no report",
+            ))
+        else:
+            ctx.notes.append("schema floor skipped: dist/bench/floor_schema.wasm missing (make bench-probes)")
         out.append(ctx.Variant(
             f"schema-{label.replace(' ', '').lower()}", f"schema: validate POST {label} JSON",
             http_filters=[buffer_filter(), held(ctx.wasm_filter("schema", schema_wasm, config(ctx.request_path)))],

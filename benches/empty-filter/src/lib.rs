@@ -38,7 +38,8 @@ use proxy_wasm::types::{ContextType, LogLevel};
     feature = "probe-add-header",
     feature = "floor-jwt",
     feature = "floor-jwt-map",
-    feature = "floor-ratelimit"
+    feature = "floor-ratelimit",
+    feature = "floor-schema"
 ))]
 use proxy_wasm::types::MapType;
 #[cfg(any(
@@ -49,7 +50,8 @@ use proxy_wasm::types::MapType;
     feature = "probe-metric",
     feature = "floor-jwt",
     feature = "floor-jwt-map",
-    feature = "floor-ratelimit"
+    feature = "floor-ratelimit",
+    feature = "floor-schema"
 ))]
 use {proxy_wasm::hostcalls, proxy_wasm::types::Action, std::hint::black_box};
 #[cfg(feature = "probe-metric")]
@@ -73,7 +75,36 @@ thread_local! {
 
 impl Context for EmptyRoot {}
 
+#[cfg(feature = "floor-schema")]
+thread_local! {
+    static VALIDATOR: std::cell::RefCell<Option<jsonschema::Validator>> =
+        const { std::cell::RefCell::new(None) };
+}
+
 impl RootContext for EmptyRoot {
+    #[cfg(feature = "floor-schema")]
+    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
+        let config = hostcalls::get_buffer(
+            proxy_wasm::types::BufferType::PluginConfiguration,
+            0,
+            usize::MAX,
+        );
+        let schema: Option<serde_json::Value> = config
+            .ok()
+            .flatten()
+            .and_then(|raw| serde_json::from_slice(&raw).ok());
+        let validator = schema.and_then(|s| {
+            jsonschema::options()
+                .offline()
+                .should_validate_formats(true)
+                .build(&s)
+                .ok()
+        });
+        let ok = validator.is_some();
+        VALIDATOR.with(|v| *v.borrow_mut() = validator);
+        ok
+    }
+
     #[cfg(feature = "probe-metric")]
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
         let id = hostcalls::define_metric(MetricType::Counter, "palisade_probe.responses");
@@ -102,9 +133,15 @@ impl HttpContext for EmptyHttp {
         feature = "probe-request-map",
         feature = "floor-jwt",
         feature = "floor-jwt-map",
-        feature = "floor-ratelimit"
+        feature = "floor-ratelimit",
+        feature = "floor-schema"
     ))]
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        #[cfg(feature = "floor-schema")]
+        if let Ok(map) = hostcalls::get_map_bytes(MapType::HttpRequestHeaders) {
+            black_box(map);
+            return Action::Pause;
+        }
         #[cfg(feature = "floor-jwt")]
         floor_jwt();
         #[cfg(feature = "floor-jwt-map")]
@@ -121,6 +158,29 @@ impl HttpContext for EmptyHttp {
         if let Ok(map) = hostcalls::get_map_bytes(MapType::HttpRequestHeaders) {
             black_box(map);
         }
+        Action::Continue
+    }
+
+    #[cfg(feature = "floor-schema")]
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        let body =
+            hostcalls::get_buffer(proxy_wasm::types::BufferType::HttpRequestBody, 0, body_size);
+        let valid = body
+            .ok()
+            .flatten()
+            .and_then(|raw| serde_json::from_slice::<serde_json::Value>(&raw).ok())
+            .is_some_and(|doc| {
+                VALIDATOR.with(|v| v.borrow().as_ref().is_some_and(|v| v.is_valid(&doc)))
+            });
+        let decision: &[u8] = if valid { b"allow" } else { b"deny" };
+        let _ = hostcalls::set_map_value_bytes(
+            MapType::HttpRequestHeaders,
+            "x-palisade-schema",
+            Some(decision),
+        );
         Action::Continue
     }
 
