@@ -110,17 +110,10 @@ PROBE_TARGET_DIR := target/probes
 
 bench-probes: toolchain
 	@mkdir -p $(DIST)/bench
-	@for p in $(PROBES); do \
+	@for f in $(addprefix probe-,$(PROBES)) $(addprefix floor-,$(FLOORS)); do \
 	  cargo build --release --target $(WASM_TARGET) --target-dir $(PROBE_TARGET_DIR) \
-	    -p palisade-empty --features probe-$$p; \
-	  out=$(DIST)/bench/probe_$${p//-/_}.wasm; \
-	  cp $(PROBE_TARGET_DIR)/$(WASM_TARGET)/release/palisade_empty.wasm $$out; \
-	  printf '%-32s %8d bytes\n' "$$out" $$(stat -c %s $$out); \
-	done
-	@for f in $(FLOORS); do \
-	  cargo build --release --target $(WASM_TARGET) --target-dir $(PROBE_TARGET_DIR) \
-	    -p palisade-empty --features floor-$$f; \
-	  out=$(DIST)/bench/floor_$${f//-/_}.wasm; \
+	    -p palisade-empty --features $$f; \
+	  out=$(DIST)/bench/$${f//-/_}.wasm; \
 	  cp $(PROBE_TARGET_DIR)/$(WASM_TARGET)/release/palisade_empty.wasm $$out; \
 	  printf '%-32s %8d bytes\n' "$$out" $$(stat -c %s $$out); \
 	done

@@ -31,28 +31,9 @@
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{ContextType, LogLevel};
 
-#[cfg(any(
-    feature = "probe-get-header",
-    feature = "probe-request-map",
-    feature = "probe-response-map",
-    feature = "probe-add-header",
-    feature = "floor-jwt",
-    feature = "floor-jwt-map",
-    feature = "floor-ratelimit",
-    feature = "floor-schema"
-))]
+#[cfg(feature = "maps")]
 use proxy_wasm::types::MapType;
-#[cfg(any(
-    feature = "probe-get-header",
-    feature = "probe-request-map",
-    feature = "probe-response-map",
-    feature = "probe-add-header",
-    feature = "probe-metric",
-    feature = "floor-jwt",
-    feature = "floor-jwt-map",
-    feature = "floor-ratelimit",
-    feature = "floor-schema"
-))]
+#[cfg(feature = "calls")]
 use {proxy_wasm::hostcalls, proxy_wasm::types::Action, std::hint::black_box};
 #[cfg(feature = "probe-metric")]
 use {proxy_wasm::types::MetricType, std::cell::Cell};
