@@ -105,7 +105,7 @@ bench-tools:
 # stays the feature-less module whatever order (or -j) these run in.
 PROBES := get-header request-map response-map add-header metric
 # Contract floors: the host calls a filter's contract demands, with no logic.
-FLOORS := jwt jwt-map ratelimit schema
+FLOORS := jwt jwt-map ratelimit schema schema-bare
 PROBE_TARGET_DIR := target/probes
 
 bench-probes: toolchain

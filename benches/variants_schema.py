@@ -121,19 +121,25 @@ def variants(ctx):
             ))
         else:
             ctx.notes.append("schema: empty wasm filter missing, no empty-filter POST variants")
-        floor = ctx.dist / "bench" / "floor_schema.wasm"
-        if floor.is_file():
+        for floor_name, key, what, note in (
+            ("floor_schema", "floor", "serde_json + jsonschema alone",
+             "hold the headers, get the body, from_slice into a Value, is_valid, publish "
+             "(benches/empty-filter floor-schema): no limits, no duplicate keys, no report"),
+            ("floor_schema_bare", "floor-bare", "hold, body read, parse and is_valid only",
+             "hold the headers, get the body, from_slice, is_valid; no header map, no decision "
+             "(floor-schema-bare)"),
+        ):
+            floor = ctx.dist / "bench" / f"{floor_name}.wasm"
+            if not floor.is_file():
+                ctx.notes.append(f"schema floor skipped: {floor} missing (make bench-probes)")
+                continue
+            wasm_entry = ctx.wasm_filter(floor_name, floor, json.dumps(ORDER_SCHEMA))
             out.append(ctx.Variant(
-                f"schema-floor-{label.replace(' ', '').lower()}",
-                f"floor: serde_json + jsonschema alone, POST {label} JSON",
-                http_filters=[buffer_filter(), held(ctx.wasm_filter("floor_schema", floor, json.dumps(ORDER_SCHEMA)))],
+                f"schema-{key}-{label.replace(' ', '').lower()}", f"floor: {what}, POST {label} JSON",
+                http_filters=[buffer_filter(), held(wasm_entry)],
                 baseline=base, modules=[floor], filter_cost_of="schema", **common,
-                empty_of=f"schema-empty-{label.replace(' ', '').lower()}",
-                note="hold the headers, get the body, from_slice into a Value, is_valid, publish "
-                     "(benches/empty-filter floor-schema): no limits, no duplicate keys, no report",
+                empty_of=f"schema-empty-{label.replace(' ', '').lower()}", note=note,
             ))
-        else:
-            ctx.notes.append("schema floor skipped: dist/bench/floor_schema.wasm missing (make bench-probes)")
         out.append(ctx.Variant(
             f"schema-{label.replace(' ', '').lower()}", f"schema: validate POST {label} JSON",
             http_filters=[buffer_filter(), held(ctx.wasm_filter("schema", schema_wasm, config(ctx.request_path)))],

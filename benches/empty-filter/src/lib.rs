@@ -118,11 +118,8 @@ impl HttpContext for EmptyHttp {
         feature = "floor-schema"
     ))]
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        #[cfg(feature = "floor-schema")]
-        if let Ok(map) = hostcalls::get_map_bytes(MapType::HttpRequestHeaders) {
-            black_box(map);
-            return Action::Pause;
-        }
+        #[cfg(all(feature = "floor-schema", not(feature = "floor-schema-bare")))]
+        black_box(hostcalls::get_map_bytes(proxy_wasm::types::MapType::HttpRequestHeaders).ok());
         #[cfg(feature = "floor-jwt")]
         floor_jwt();
         #[cfg(feature = "floor-jwt-map")]
@@ -139,7 +136,14 @@ impl HttpContext for EmptyHttp {
         if let Ok(map) = hostcalls::get_map_bytes(MapType::HttpRequestHeaders) {
             black_box(map);
         }
-        Action::Continue
+        // The schema floors hold the headers until the body is in: with a
+        // `direct_response` route, headers let through are answered at once
+        // and the body callback never comes.
+        if cfg!(feature = "floor-schema") {
+            Action::Pause
+        } else {
+            Action::Continue
+        }
     }
 
     #[cfg(feature = "floor-schema")]
@@ -156,12 +160,16 @@ impl HttpContext for EmptyHttp {
             .is_some_and(|doc| {
                 VALIDATOR.with(|v| v.borrow().as_ref().is_some_and(|v| v.is_valid(&doc)))
             });
-        let decision: &[u8] = if valid { b"allow" } else { b"deny" };
-        let _ = hostcalls::set_map_value_bytes(
-            MapType::HttpRequestHeaders,
-            "x-palisade-schema",
-            Some(decision),
-        );
+        #[cfg(not(feature = "floor-schema-bare"))]
+        {
+            let decision: &[u8] = if valid { b"allow" } else { b"deny" };
+            let _ = hostcalls::set_map_value_bytes(
+                proxy_wasm::types::MapType::HttpRequestHeaders,
+                "x-palisade-schema",
+                Some(decision),
+            );
+        }
+        black_box(valid);
         Action::Continue
     }
 
