@@ -193,12 +193,15 @@ impl HttpContext for EmptyHttp {
     }
 }
 
+/// What both JWT floors record as the claims property: a verified token's claims.
+#[cfg(any(feature = "floor-jwt", feature = "floor-jwt-map"))]
+const CLAIMS: &[u8] =
+    br#"{"iss":"https://id.example.com","sub":"user-1","aud":"orders-api","exp":4102444800}"#;
+
 /// The JWT filter's contract for a valid token (bench config): read the token,
 /// publish `sub`, strip the token (`forward: false`), record the decision.
 #[cfg(feature = "floor-jwt")]
 fn floor_jwt() {
-    const CLAIMS: &[u8] =
-        br#"{"iss":"https://id.example.com","sub":"user-1","aud":"orders-api","exp":4102444800}"#;
     let token = hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, "authorization");
     if let Ok(Some(token)) = black_box(token) {
         let _ = hostcalls::set_map_value_bytes(
@@ -236,8 +239,6 @@ fn floor_ratelimit() {
 /// The JWT contract with one map round trip instead of single-header calls.
 #[cfg(feature = "floor-jwt-map")]
 fn floor_jwt_map() {
-    const CLAIMS: &[u8] =
-        br#"{"iss":"https://id.example.com","sub":"user-1","aud":"orders-api","exp":4102444800}"#;
     if let Ok(map) = hostcalls::get_map_bytes(MapType::HttpRequestHeaders) {
         if map.iter().any(|(n, _)| n == "authorization") {
             let mut out: Vec<(&str, &[u8])> = map
