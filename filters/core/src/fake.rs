@@ -1,7 +1,7 @@
 //! An in-memory [`Host`]: every filter decision is tested natively against it.
 
 use crate::headers::{add, find, remove, set};
-use crate::host::{CallError, Headers, Host, HostKind, Level, Shared, SharedError};
+use crate::host::{CallError, Headers, Host, HostKind, Level, Phase, Shared, SharedError};
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -142,9 +142,28 @@ impl SentResponse {
 }
 
 /// A request/response as the host would hold it, plus what the filter did.
-#[derive(Debug, Default)]
+///
+/// `kind` is the host it stands for, and its behaviour follows that host,
+/// including every fact of NOTES' "Seen on the real host" for Kong: root
+/// contexts read no property; an HTTP call outside the phases Kong allows,
+/// or any foreign function, traps (here: panics, failing the test); a
+/// removed request header still reaches the upstream and a later set
+/// duplicates it; a body replacement is cut to the size given. What a
+/// filter *believes* the host is comes from [`FakeHost::believed`] (the
+/// glue's detection), so a mis-detection can be staged.
+#[derive(Debug)]
 pub struct FakeHost {
     pub kind: HostKind,
+    /// What `kind()` answers, if not `kind`: the module's view of its host
+    /// (`Unknown` in a Kong root context before any request).
+    pub believed: Option<HostKind>,
+    /// The callback running; root phases refuse Kong's properties and
+    /// Kong traps calls outside [`Phase::kong_allows_dispatch`].
+    pub phase: Phase,
+    /// Request headers Kong still forwards after a filter removed them
+    /// (their hash zeroed): the upstream gets them, the filter no longer
+    /// sees them.
+    pub removed_but_forwarded: Headers,
     pub request_headers: Headers,
     pub response_headers: Headers,
     pub response_trailers: Headers,
@@ -170,6 +189,35 @@ pub struct FakeHost {
     next_token: u32,
 }
 
+impl Default for FakeHost {
+    fn default() -> Self {
+        FakeHost {
+            kind: HostKind::Envoy,
+            believed: None,
+            phase: Phase::RequestHeaders,
+            removed_but_forwarded: Vec::new(),
+            request_headers: Vec::new(),
+            response_headers: Vec::new(),
+            response_trailers: Vec::new(),
+            response_body: Vec::new(),
+            properties: BTreeMap::new(),
+            sent: None,
+            logs: RefCell::new(Vec::new()),
+            metric_names: Vec::new(),
+            counters: BTreeMap::new(),
+            clock: Cell::new(0),
+            shared: SharedStore::new(),
+            request_body: Vec::new(),
+            calls: Vec::new(),
+            refuse_calls: false,
+            foreign: ForeignFunctions::default(),
+            foreign_calls: Vec::new(),
+            resumed: 0,
+            next_token: 0,
+        }
+    }
+}
+
 impl FakeHost {
     pub fn new() -> Self {
         FakeHost::default()
@@ -180,6 +228,48 @@ impl FakeHost {
             kind: HostKind::Kong,
             ..FakeHost::default()
         }
+    }
+
+    /// A root context in `on_configure`, as the glue presents it: on Envoy
+    /// the host is detected there; on Kong it is not known yet.
+    pub fn configuring(kind: HostKind) -> Self {
+        FakeHost {
+            kind,
+            phase: Phase::Configure,
+            believed: Some(HostKind::detect_in_root(
+                FakeHost {
+                    kind,
+                    phase: Phase::Configure,
+                    ..FakeHost::default()
+                }
+                .property(crate::host::ENVOY_ROOT_PROBE)
+                .as_deref(),
+            )),
+            ..FakeHost::default()
+        }
+    }
+
+    /// What the upstream receives: the headers as the filter left them,
+    /// plus, on Kong, every header a filter removed instead of overwriting.
+    pub fn upstream_request_headers(&self) -> Headers {
+        let mut all = self.removed_but_forwarded.clone();
+        all.extend(self.request_headers.iter().cloned());
+        all
+    }
+
+    /// Every value of `name` the upstream receives, in order.
+    pub fn upstream_header_values(&self, name: &str) -> Vec<String> {
+        self.upstream_request_headers()
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+            .collect()
+    }
+
+    /// A trap: the host kills the instance (and on Kong, from
+    /// `on_configure`, the nginx worker). A test that reaches it fails.
+    fn trap(&self, what: &str) -> ! {
+        panic!("trap on {}: {what}", self.kind.name())
     }
 
     /// A request with `:method` and `:path` set, as hosts present them.
@@ -215,6 +305,7 @@ impl FakeHost {
             kind: self.kind,
             shared: Rc::clone(&self.shared),
             clock: Cell::new(self.clock.get()),
+            believed: self.believed,
             ..FakeHost::default()
         }
     }
@@ -255,7 +346,7 @@ impl FakeHost {
 
 impl Host for FakeHost {
     fn kind(&self) -> HostKind {
-        self.kind
+        self.believed.unwrap_or(self.kind)
     }
 
     fn request_headers(&self) -> Rc<Headers> {
@@ -272,17 +363,31 @@ impl Host for FakeHost {
     }
 
     fn set_request_header(&mut self, name: &str, value: &[u8]) {
-        set(&mut self.request_headers, name, value);
+        match find(&self.request_headers, name).is_some() {
+            // In place, on both hosts.
+            true => set(&mut self.request_headers, name, value),
+            // Kong: a set after a removal adds a second header beside the
+            // removed one, which is still forwarded.
+            false => add(&mut self.request_headers, name, value),
+        }
     }
 
     fn remove_request_header(&mut self, name: &str) {
-        if self.kind.strips_request_headers_by_overwrite() {
+        if self.kind().strips_request_headers_by_overwrite() {
             if find(&self.request_headers, name).is_some() {
                 set(&mut self.request_headers, name, b"");
             }
-        } else {
-            remove(&mut self.request_headers, name);
+            return;
         }
+        if self.kind == HostKind::Kong {
+            // A real removal on Kong zeroes the hash; nginx still sends it.
+            for (n, v) in &self.request_headers {
+                if n.eq_ignore_ascii_case(name) {
+                    self.removed_but_forwarded.push((n.clone(), v.clone()));
+                }
+            }
+        }
+        remove(&mut self.request_headers, name);
     }
 
     fn response_headers(&self) -> Rc<Headers> {
@@ -332,10 +437,30 @@ impl Host for FakeHost {
     fn set_response_body(&mut self, start: usize, len: usize, data: &[u8]) {
         let start = start.min(self.response_body.len());
         let end = start.saturating_add(len).min(self.response_body.len());
+        // Kong writes only the first `len` bytes of the replacement.
+        let data = match self.kind.cuts_body_replacement_to_size() {
+            true => &data[..len.min(data.len())],
+            false => data,
+        };
         self.response_body.splice(start..end, data.iter().copied());
     }
 
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+        if self.kind == HostKind::Kong && self.phase.is_root() {
+            self.log(
+                Level::Error,
+                "[wasm] cannot get ngx properties outside of a request",
+            );
+            return None;
+        }
+        if self.kind == HostKind::Envoy && path == crate::host::ENVOY_ROOT_PROBE {
+            return Some(
+                self.properties
+                    .get(&path.join("."))
+                    .cloned()
+                    .unwrap_or_default(),
+            );
+        }
         self.properties.get(&path.join(".")).cloned()
     }
 
@@ -411,6 +536,13 @@ impl Host for FakeHost {
         body: Option<&[u8]>,
         timeout_ms: u64,
     ) -> Result<u32, CallError> {
+        // The glue makes no call before the host is known.
+        if !self.kind().is_known() {
+            return Err(CallError::Unsupported);
+        }
+        if self.kind == HostKind::Kong && !self.phase.kong_allows_dispatch() {
+            self.trap(&format!("dispatch_http_call from {:?}", self.phase));
+        }
         if self.refuse_calls {
             return Err(CallError::Refused);
         }
@@ -456,8 +588,10 @@ impl Host for FakeHost {
     }
 
     fn foreign_function(&mut self, name: &str, args: &[u8]) -> Option<Vec<u8>> {
-        if self.kind != HostKind::Envoy {
-            return None;
+        if self.kind == HostKind::Kong {
+            self.trap(&format!(
+                "proxy_call_foreign_function({name}) is not implemented"
+            ));
         }
         self.foreign_calls.push((name.to_string(), args.to_vec()));
         self.foreign.0.as_ref().and_then(|f| f(name, args))

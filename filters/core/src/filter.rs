@@ -2,7 +2,7 @@
 //! the same code runs in Envoy, in Kong and in native tests.
 
 use crate::config::ConfigError;
-use crate::host::{CallResponse, Host};
+use crate::host::{CallResponse, Host, HostKind};
 use std::rc::Rc;
 
 /// Whether the host should go on with the stream.
@@ -73,6 +73,22 @@ pub trait Plugin: Sized + 'static {
     fn configure(config: &[u8], host: &mut dyn Host) -> Result<Self, ConfigError>;
 
     fn new_filter(plugin: &Rc<Self>) -> Self::Filter;
+
+    /// Options the host cannot serve, refused by name. Run at configure
+    /// time when the host is known there (Envoy), else when the first
+    /// request reveals it (Kong answers no property in root contexts):
+    /// then every request is refused, as a refused config would be.
+    fn check_host(&self, _kind: HostKind) -> Result<(), ConfigError> {
+        Ok(())
+    }
+
+    /// Whether a request callback may return Pause to wait for the body
+    /// with no call pending. The glue then answers such a request with a
+    /// 500 and one log line naming the missing proxy setting when no body
+    /// callback comes within `glue::HOLD_TIMEOUT_NS`.
+    fn holds_request_headers(&self) -> bool {
+        false
+    }
 
     /// How often [`Plugin::on_tick`] runs in each VM, read once after configure.
     fn tick_period_ms(&self) -> Option<u64> {

@@ -14,8 +14,7 @@ use crate::problem::Problem;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType};
-use std::cell::RefCell;
-use std::marker::PhantomData;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -56,6 +55,38 @@ mod abi {
         ) -> u32;
         fn proxy_continue_stream(stream_type: u32) -> u32;
         fn proxy_get_current_time_nanoseconds(return_time: *mut u64) -> u32;
+        fn proxy_get_property(
+            path_data: *const u8,
+            path_size: usize,
+            return_value_data: *mut *mut u8,
+            return_value_size: *mut usize,
+        ) -> u32;
+        fn proxy_set_effective_context(context_id: u32) -> u32;
+    }
+
+    /// A property, or `None` for any status but OK: Kong answers root
+    /// contexts' property reads with statuses the SDK's wrapper panics on.
+    pub fn get_property(path: &[&str]) -> Option<Vec<u8>> {
+        let serialized = path.join("\0");
+        let mut data: *mut u8 = null_mut();
+        let mut size: usize = 0;
+        // SAFETY: valid out-pointers; the host fills `data` from this
+        // module's allocator.
+        let status = unsafe {
+            proxy_get_property(serialized.as_ptr(), serialized.len(), &mut data, &mut size)
+        };
+        if status != OK || data.is_null() {
+            return None;
+        }
+        // SAFETY: allocated by the SDK's exported allocator for `size` bytes.
+        Some(unsafe { Vec::from_raw_parts(data, size, size) })
+    }
+
+    /// Makes later host calls act on stream `context_id` (from a root
+    /// context's tick, say).
+    pub fn set_effective_context(context_id: u32) -> bool {
+        // SAFETY: no pointers involved.
+        unsafe { proxy_set_effective_context(context_id) == OK }
     }
 
     /// `Err(())` when the host has no usable store.
@@ -149,17 +180,24 @@ pub struct ProxyWasmHost {
     /// left for the upstream, and Envoy answers a later write to them with
     /// a status the SDK turns into a trap, so such writes are dropped.
     request_headers_sent: bool,
+    /// HTTP/gRPC calls dispatched by this stream so far.
+    calls_dispatched: u32,
+    /// A local reply was sent.
+    replied: bool,
     request: RefCell<Option<Rc<Headers>>>,
     response: RefCell<Option<Rc<Headers>>>,
 }
 
 impl ProxyWasmHost {
-    /// Detects the host once; Kong answers `ngx.*` properties, Envoy does not.
-    pub fn detect() -> Self {
-        let ngx = hostcalls::get_property(vec!["ngx", "nginx_version"])
-            .ok()
-            .flatten();
-        ProxyWasmHost::new(HostKind::detect(ngx.as_deref()))
+    /// What a root context can tell: Envoy, or not known yet (Kong answers
+    /// no property outside a request).
+    fn detect_in_root() -> HostKind {
+        HostKind::detect_in_root(abi::get_property(crate::host::ENVOY_ROOT_PROBE).as_deref())
+    }
+
+    /// Inside a request both hosts answer: Kong has `ngx.*`, Envoy not.
+    fn detect_in_request() -> HostKind {
+        HostKind::detect_in_request(abi::get_property(crate::host::KONG_PROBE).as_deref())
     }
 
     fn new(kind: HostKind) -> Self {
@@ -167,6 +205,8 @@ impl ProxyWasmHost {
             kind,
             phase: Phase::Root,
             request_headers_sent: false,
+            calls_dispatched: 0,
+            replied: false,
             request: RefCell::new(None),
             response: RefCell::new(None),
         }
@@ -374,10 +414,11 @@ impl Host for ProxyWasmHost {
     }
 
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
-        hostcalls::get_property(path.to_vec()).ok().flatten()
+        abi::get_property(path)
     }
 
     fn send_response(&mut self, status: u16, headers: &[(&str, &str)], body: &[u8]) {
+        self.replied = true;
         let _ = hostcalls::send_http_response(u32::from(status), headers.to_vec(), Some(body));
     }
 
@@ -442,14 +483,27 @@ impl Host for ProxyWasmHost {
         body: Option<&[u8]>,
         timeout_ms: u64,
     ) -> Result<u32, CallError> {
-        hostcalls::dispatch_http_call(
+        // Nothing host-specific before the host is known; Kong traps a
+        // call made outside the phases it allows (and kills the worker
+        // from `on_configure`).
+        let allowed = match self.kind {
+            HostKind::Envoy => true,
+            HostKind::Kong => self.phase.kong_allows_dispatch(),
+            HostKind::Unknown => false,
+        };
+        if !allowed {
+            return Err(CallError::Unsupported);
+        }
+        let token = hostcalls::dispatch_http_call(
             upstream,
             headers.to_vec(),
             body,
             Vec::new(),
             Duration::from_millis(timeout_ms),
         )
-        .map_err(|_| CallError::Refused)
+        .map_err(|_| CallError::Refused)?;
+        self.calls_dispatched += 1;
+        Ok(token)
     }
 
     fn grpc_call(
@@ -464,7 +518,7 @@ impl Host for ProxyWasmHost {
         if !self.kind.supports_grpc_calls() {
             return Err(CallError::Unsupported);
         }
-        hostcalls::dispatch_grpc_call(
+        let token = hostcalls::dispatch_grpc_call(
             cluster,
             service,
             method,
@@ -472,7 +526,9 @@ impl Host for ProxyWasmHost {
             Some(message),
             Duration::from_millis(timeout_ms),
         )
-        .map_err(|_| CallError::Refused)
+        .map_err(|_| CallError::Refused)?;
+        self.calls_dispatched += 1;
+        Ok(token)
     }
 
     fn foreign_function(&mut self, name: &str, args: &[u8]) -> Option<Vec<u8>> {
@@ -536,32 +592,73 @@ fn grpc_call_response(token: u32, status: u32, size: usize) -> CallResponse {
 /// Registers `P` as the module's root context. Called from [`crate::export_plugin!`].
 pub fn start<P: Plugin>() {
     proxy_wasm::set_log_level(LogLevel::Info);
-    proxy_wasm::set_root_context(|_| {
+    proxy_wasm::set_root_context(|root_id| {
         Box::new(PluginRoot::<P> {
+            root_id,
             plugin: None,
-            kind: None,
+            vm: Rc::new(Vm::default()),
         })
     });
 }
 
+/// What a VM's root context and its streams share.
+#[derive(Default)]
+struct Vm {
+    kind: Cell<HostKind>,
+    /// Set when the config proved unusable on the host the first request
+    /// revealed: every request is then refused, as a refused config would be.
+    refused: Cell<bool>,
+    held: RefCell<HeldRequests>,
+}
+
 /// Per-VM state: the validated config, shared by every request.
 pub struct PluginRoot<P: Plugin> {
+    /// To hand the effective context back after acting on a stream.
+    root_id: u32,
     plugin: Option<Rc<P>>,
-    kind: Option<HostKind>,
+    vm: Rc<Vm>,
 }
 
 impl<P: Plugin> PluginRoot<P> {
-    fn root_host(&self) -> ProxyWasmHost {
-        match self.kind {
-            Some(kind) => ProxyWasmHost::new(kind),
-            None => ProxyWasmHost::detect(),
-        }
+    fn root_host(&self, phase: Phase) -> ProxyWasmHost {
+        let mut host = ProxyWasmHost::new(self.vm.kind.get());
+        host.enter(phase);
+        host
     }
 
     fn deliver(&self, response: CallResponse) {
         if let Some(plugin) = &self.plugin {
-            let mut host = self.root_host();
+            let mut host = self.root_host(Phase::CallResponse);
             plugin.on_call_response(&mut host, response);
+        }
+    }
+
+    /// Answers every request held longer than [`HOLD_TIMEOUT_NS`] without
+    /// a body callback, naming the proxy setting that is missing.
+    fn expire_held(&self, host: &mut ProxyWasmHost) {
+        let now = host.now_nanos();
+        let expired = self.vm.held.borrow_mut().expire(now);
+        for held in expired {
+            let first = !self.vm.held.borrow().reported;
+            self.vm.held.borrow_mut().reported = true;
+            host.log(
+                if first { Level::Error } else { Level::Debug },
+                &format!(
+                    "palisade.{}: request_id={} held {} s for its body and no body callback came: \
+                     the host does not deliver bodies to a filter that holds the request headers. \
+                     On Envoy set `allow_on_headers_stop_iteration: true` in the Wasm filter's config \
+                     (Istio's WasmPlugin cannot: use hold_headers: false); answered 500",
+                    P::NAME,
+                    held.request_id.as_deref().unwrap_or("-"),
+                    HOLD_TIMEOUT_NS / 1_000_000_000,
+                ),
+            );
+            if abi::set_effective_context(held.context_id) {
+                Problem::new(500)
+                    .detail("The proxy is not configured to pass request bodies to this check.")
+                    .request_id(held.request_id.as_deref())
+                    .send(host, &[(crate::context::DENIED_BY_HEADER, P::NAME)]);
+            }
         }
     }
 }
@@ -584,22 +681,41 @@ impl<P: Plugin> Context for PluginRoot<P> {
 
 impl<P: Plugin> RootContext for PluginRoot<P> {
     fn on_configure(&mut self, _size: usize) -> bool {
-        let mut host = ProxyWasmHost::detect();
+        // Only an Envoy answer is evidence here: Kong answers no property
+        // in a root context, so its kind waits for the first request.
+        self.vm.kind.set(ProxyWasmHost::detect_in_root());
+        let mut host = self.root_host(Phase::Configure);
         let config = hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX)
             .ok()
             .flatten()
             .unwrap_or_default();
-        match P::configure(&config, &mut host) {
+        let checked = P::configure(&config, &mut host).and_then(|plugin| {
+            match host.kind() {
+                HostKind::Unknown => {}
+                kind => plugin.check_host(kind)?,
+            }
+            Ok(plugin)
+        });
+        match checked {
             Ok(plugin) => {
+                let on = match host.kind() {
+                    HostKind::Unknown => "host known at the first request".to_string(),
+                    kind => format!("on {}", kind.name()),
+                };
                 host.log(
                     Level::Info,
-                    &format!("palisade.{}: configured on {}", P::NAME, host.kind().name()),
+                    &format!("palisade.{}: configured ({on})", P::NAME),
                 );
-                if let Some(ms) = plugin.tick_period_ms() {
+                let tick = match (plugin.tick_period_ms(), plugin.holds_request_headers()) {
+                    (Some(ms), true) => Some(ms.min(WATCHDOG_TICK_MS)),
+                    (Some(ms), false) => Some(ms),
+                    (None, true) => Some(WATCHDOG_TICK_MS),
+                    (None, false) => None,
+                };
+                if let Some(ms) = tick {
                     let _ = hostcalls::set_tick_period(Duration::from_millis(ms.max(1)));
                 }
                 self.plugin = Some(Rc::new(plugin));
-                self.kind = Some(host.kind());
                 true
             }
             Err(e) => {
@@ -613,24 +729,28 @@ impl<P: Plugin> RootContext for PluginRoot<P> {
     }
 
     fn on_tick(&mut self) {
-        if let Some(plugin) = &self.plugin {
-            let mut host = self.root_host();
-            plugin.on_tick(&mut host);
+        let mut host = self.root_host(Phase::Tick);
+        if !self.vm.held.borrow().is_empty() {
+            self.expire_held(&mut host);
+            // Later host calls of this tick are the root's own again.
+            let _ = abi::set_effective_context(self.root_id);
+        }
+        // Background work is host-specific (calls): it waits for the host.
+        if let (Some(plugin), true) = (&self.plugin, self.vm.kind.get().is_known()) {
+            if !self.vm.refused.get() {
+                plugin.on_tick(&mut host);
+            }
         }
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        let host = self.root_host();
-        Some(match &self.plugin {
-            Some(plugin) => Box::new(PluginHttp {
-                filter: P::new_filter(plugin),
-                host,
-            }),
-            None => Box::new(PluginHttp {
-                filter: Unconfigured::<P>(PhantomData),
-                host,
-            }),
-        })
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(PluginHttp::<P> {
+            context_id,
+            filter: self.plugin.as_ref().map(P::new_filter),
+            plugin: self.plugin.clone(),
+            vm: Rc::clone(&self.vm),
+            host: self.root_host(Phase::RequestHeaders),
+        }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -638,22 +758,63 @@ impl<P: Plugin> RootContext for PluginRoot<P> {
     }
 }
 
-/// Fails closed if a host ever creates streams for a filter whose config was refused.
-struct Unconfigured<P>(PhantomData<P>);
+/// How often a plugin that may hold request headers looks for held requests.
+const WATCHDOG_TICK_MS: u64 = 1_000;
 
-impl<P: Plugin> HttpFilter for Unconfigured<P> {
-    fn on_request_headers(&mut self, host: &mut dyn Host, _eos: bool) -> Flow {
-        let ctx = crate::RequestContext::new(P::NAME, host);
-        Problem::new(503)
-            .request_id(ctx.request_id.as_deref())
-            .send(host, &[]);
-        Flow::Pause
+/// How long a request may wait, with its headers held, for a first body
+/// callback. Envoy without `allow_on_headers_stop_iteration` never makes
+/// one, and Kong never reads the body of such a request: the client would
+/// hang until its own timeout, with nothing logged.
+pub const HOLD_TIMEOUT_NS: u64 = 5_000_000_000;
+
+/// Streams whose headers a filter holds while it waits for the body.
+#[derive(Default)]
+struct HeldRequests {
+    streams: Vec<Held>,
+    /// The first expiry is logged as an error, later ones at debug.
+    reported: bool,
+}
+
+struct Held {
+    context_id: u32,
+    since: u64,
+    request_id: Option<String>,
+}
+
+impl HeldRequests {
+    fn is_empty(&self) -> bool {
+        self.streams.is_empty()
+    }
+
+    fn hold(&mut self, context_id: u32, since: u64, request_id: Option<String>) {
+        self.release(context_id);
+        self.streams.push(Held {
+            context_id,
+            since,
+            request_id,
+        });
+    }
+
+    fn release(&mut self, context_id: u32) {
+        self.streams.retain(|h| h.context_id != context_id);
+    }
+
+    fn expire(&mut self, now: u64) -> Vec<Held> {
+        let (expired, kept) = std::mem::take(&mut self.streams)
+            .into_iter()
+            .partition(|h| now.saturating_sub(h.since) >= HOLD_TIMEOUT_NS);
+        self.streams = kept;
+        expired
     }
 }
 
-/// One stream: forwards each callback to the filter.
-struct PluginHttp<F: HttpFilter> {
-    filter: F,
+/// One stream: forwards each callback to the filter, or fails closed when
+/// the VM has no usable config.
+struct PluginHttp<P: Plugin> {
+    context_id: u32,
+    filter: Option<P::Filter>,
+    plugin: Option<Rc<P>>,
+    vm: Rc<Vm>,
     host: ProxyWasmHost,
 }
 
@@ -664,7 +825,49 @@ fn action(flow: Flow) -> Action {
     }
 }
 
-impl<F: HttpFilter> PluginHttp<F> {
+impl<P: Plugin> PluginHttp<P> {
+    /// Learns the host from the first request of the VM and checks the
+    /// config against it; `false` when the config cannot run there.
+    fn settle_host(&mut self) -> bool {
+        if !self.vm.kind.get().is_known() {
+            let kind = ProxyWasmHost::detect_in_request();
+            self.vm.kind.set(kind);
+            if let Some(plugin) = &self.plugin {
+                if let Err(e) = plugin.check_host(kind) {
+                    self.vm.refused.set(true);
+                    self.host.log(
+                        Level::Error,
+                        &format!(
+                            "palisade.{}: invalid configuration on {}: {e}; every request is refused",
+                            P::NAME,
+                            kind.name()
+                        ),
+                    );
+                } else {
+                    self.host.log(
+                        Level::Info,
+                        &format!("palisade.{}: running on {}", P::NAME, kind.name()),
+                    );
+                }
+            }
+        }
+        self.host.kind = self.vm.kind.get();
+        !self.vm.refused.get()
+    }
+
+    /// A refused or missing config: 503, as a VM that failed to start would.
+    fn fail_closed(&mut self) -> Action {
+        self.filter = None;
+        let ctx = crate::RequestContext::new(P::NAME, &self.host);
+        Problem::new(503)
+            .request_id(ctx.request_id.as_deref())
+            .send(
+                &mut self.host,
+                &[(crate::context::DENIED_BY_HEADER, P::NAME)],
+            );
+        Action::Pause
+    }
+
     /// A request callback's verdict; `Continue` sends the headers upstream.
     fn request_flow(&mut self, flow: Flow) -> Action {
         if flow == Flow::Continue {
@@ -679,14 +882,23 @@ impl<F: HttpFilter> PluginHttp<F> {
     fn deliver(&mut self, response: CallResponse) {
         let phase = self.host.phase;
         self.host.enter(phase);
-        if self.filter.on_call_response(&mut self.host, response) == Flow::Continue {
+        let Some(filter) = self.filter.as_mut() else {
+            return;
+        };
+        if filter.on_call_response(&mut self.host, response) == Flow::Continue {
             self.host.resume_request();
             self.host.request_headers_sent = true;
         }
     }
+
+    fn release(&self) {
+        if !self.vm.held.borrow().is_empty() {
+            self.vm.held.borrow_mut().release(self.context_id);
+        }
+    }
 }
 
-impl<F: HttpFilter> Context for PluginHttp<F> {
+impl<P: Plugin> Context for PluginHttp<P> {
     fn on_http_call_response(
         &mut self,
         token: u32,
@@ -700,49 +912,79 @@ impl<F: HttpFilter> Context for PluginHttp<F> {
     fn on_grpc_call_response(&mut self, token: u32, status: u32, size: usize) {
         self.deliver(grpc_call_response(token, status, size));
     }
+
+    fn on_done(&mut self) -> bool {
+        self.release();
+        true
+    }
 }
 
-impl<F: HttpFilter> HttpContext for PluginHttp<F> {
+impl<P: Plugin> HttpContext for PluginHttp<P> {
     fn on_http_request_headers(&mut self, _n: usize, end_of_stream: bool) -> Action {
         self.host.enter(Phase::RequestHeaders);
-        let flow = self
-            .filter
-            .on_request_headers(&mut self.host, end_of_stream);
+        if !self.settle_host() {
+            return self.fail_closed();
+        }
+        let Some(filter) = self.filter.as_mut() else {
+            return self.fail_closed();
+        };
+        let calls = self.host.calls_dispatched;
+        let flow = filter.on_request_headers(&mut self.host, end_of_stream);
+        // Held for the body, with no call whose answer would resume it.
+        if flow == Flow::Pause
+            && !end_of_stream
+            && !self.host.replied
+            && self.host.calls_dispatched == calls
+        {
+            let id = crate::RequestContext::new(P::NAME, &self.host).request_id;
+            let now = self.host.now_nanos();
+            self.vm.held.borrow_mut().hold(self.context_id, now, id);
+        }
         self.request_flow(flow)
     }
 
     fn on_http_request_body(&mut self, size: usize, end_of_stream: bool) -> Action {
+        self.release();
         self.host.enter(Phase::RequestBody);
-        let flow = self
-            .filter
-            .on_request_body(&mut self.host, size, end_of_stream);
+        let Some(filter) = self.filter.as_mut() else {
+            return Action::Continue;
+        };
+        let flow = filter.on_request_body(&mut self.host, size, end_of_stream);
         self.request_flow(flow)
     }
 
     fn on_http_request_trailers(&mut self, _n: usize) -> Action {
+        self.release();
         self.host.enter(Phase::RequestTrailers);
-        let flow = self.filter.on_request_trailers(&mut self.host);
+        let Some(filter) = self.filter.as_mut() else {
+            return Action::Continue;
+        };
+        let flow = filter.on_request_trailers(&mut self.host);
         self.request_flow(flow)
     }
 
     fn on_http_response_headers(&mut self, _n: usize, end_of_stream: bool) -> Action {
+        self.release();
         self.host.enter(Phase::ResponseHeaders);
-        action(
-            self.filter
-                .on_response_headers(&mut self.host, end_of_stream),
-        )
+        match self.filter.as_mut() {
+            Some(f) => action(f.on_response_headers(&mut self.host, end_of_stream)),
+            None => Action::Continue,
+        }
     }
 
     fn on_http_response_body(&mut self, size: usize, end_of_stream: bool) -> Action {
         self.host.enter(Phase::ResponseBody);
-        action(
-            self.filter
-                .on_response_body(&mut self.host, size, end_of_stream),
-        )
+        match self.filter.as_mut() {
+            Some(f) => action(f.on_response_body(&mut self.host, size, end_of_stream)),
+            None => Action::Continue,
+        }
     }
 
     fn on_http_response_trailers(&mut self, _n: usize) -> Action {
         self.host.enter(Phase::ResponseTrailers);
-        action(self.filter.on_response_trailers(&mut self.host))
+        match self.filter.as_mut() {
+            Some(f) => action(f.on_response_trailers(&mut self.host)),
+            None => Action::Continue,
+        }
     }
 }

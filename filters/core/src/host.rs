@@ -26,8 +26,15 @@ pub enum Level {
 /// refuses such calls up front and the filter sees "absent".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Phase {
+    /// A root context outside the callbacks below (VM start).
     #[default]
     Root,
+    /// The root context's `on_configure`: Kong traps an HTTP call made here.
+    Configure,
+    /// The root context's `on_tick`.
+    Tick,
+    /// The answer to a call, delivered to the root context.
+    CallResponse,
     RequestHeaders,
     RequestBody,
     RequestTrailers,
@@ -47,6 +54,24 @@ pub enum Resource {
 }
 
 impl Phase {
+    /// Root-context phases: no stream, no request properties on Kong.
+    pub fn is_root(self) -> bool {
+        matches!(
+            self,
+            Phase::Root | Phase::Configure | Phase::Tick | Phase::CallResponse
+        )
+    }
+
+    /// Where Kong lets a filter dispatch an HTTP call (seen on the real
+    /// host): anywhere else the call traps and, from `on_configure`, the
+    /// nginx worker exits for good.
+    pub fn kong_allows_dispatch(self) -> bool {
+        matches!(
+            self,
+            Phase::RequestHeaders | Phase::RequestBody | Phase::Tick | Phase::CallResponse
+        )
+    }
+
     pub fn allows(self, resource: Resource) -> bool {
         match resource {
             Resource::RequestHeaders => matches!(
@@ -79,53 +104,88 @@ pub enum HostKind {
     Envoy,
     /// Kong's WasmX (ngx_wasm_module).
     Kong,
+    /// Not known yet. Kong refuses every dotted property in root contexts,
+    /// so `on_configure` cannot tell Kong from Envoy without an Envoy-only
+    /// answer; the first request settles it. While unknown, nothing
+    /// host-specific runs: no HTTP call, no foreign function, and every
+    /// method below answers what is safe on both hosts.
+    Unknown,
 }
 
+/// The property only Kong answers, and only inside a request.
+pub const KONG_PROBE: &[&str] = &["ngx", "nginx_version"];
+
+/// A property Envoy answers in root contexts too (the plugin's root id,
+/// possibly empty) and Kong never does there: the root's evidence for Envoy.
+pub const ENVOY_ROOT_PROBE: &[&str] = &["plugin_root_id"];
+
 impl HostKind {
-    /// Kong exposes nginx variables as `ngx.*` properties; Envoy has none.
-    pub fn detect(nginx_version_property: Option<&[u8]>) -> HostKind {
+    /// From a root context: Envoy answers [`ENVOY_ROOT_PROBE`]; Kong answers
+    /// no property at all there, so its silence proves nothing and the kind
+    /// stays unknown until a request.
+    pub fn detect_in_root(envoy_probe: Option<&[u8]>) -> HostKind {
+        match envoy_probe {
+            Some(_) => HostKind::Envoy,
+            None => HostKind::Unknown,
+        }
+    }
+
+    /// From a request: Kong answers `ngx.nginx_version` there; Envoy has
+    /// no `ngx.*` properties at all.
+    pub fn detect_in_request(nginx_version_property: Option<&[u8]>) -> HostKind {
         match nginx_version_property {
             Some(v) if !v.is_empty() => HostKind::Kong,
             _ => HostKind::Envoy,
         }
     }
 
+    pub fn is_known(self) -> bool {
+        self != HostKind::Unknown
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             HostKind::Envoy => "envoy",
             HostKind::Kong => "kong",
+            HostKind::Unknown => "an undetected host",
         }
     }
 
     /// Property path of the route's name.
     pub fn route_name_property(self) -> &'static [&'static str] {
         match self {
-            HostKind::Envoy => &["xds", "route_name"],
+            HostKind::Envoy | HostKind::Unknown => &["xds", "route_name"],
             HostKind::Kong => &["kong", "route_name"],
         }
     }
 
     /// Integers are 8-byte little-endian on Envoy and decimal strings on Kong.
     pub fn decode_u64(self, raw: &[u8]) -> Option<u64> {
+        let le = || <[u8; 8]>::try_from(raw).ok().map(u64::from_le_bytes);
+        let decimal = || std::str::from_utf8(raw).ok()?.trim().parse().ok();
         match self {
-            HostKind::Envoy => <[u8; 8]>::try_from(raw).ok().map(u64::from_le_bytes),
-            HostKind::Kong => std::str::from_utf8(raw).ok()?.trim().parse().ok(),
+            HostKind::Envoy => le(),
+            HostKind::Kong => decimal(),
+            HostKind::Unknown => decimal().or_else(le),
         }
     }
 
     /// Strings are raw bytes on both; Kong's may carry a trailing NUL.
     pub fn decode_string(self, raw: &[u8]) -> Option<String> {
         let raw = match self {
-            HostKind::Kong => raw.strip_suffix(&[0]).unwrap_or(raw),
+            HostKind::Kong | HostKind::Unknown => raw.strip_suffix(&[0]).unwrap_or(raw),
             HostKind::Envoy => raw,
         };
         std::str::from_utf8(raw).ok().map(str::to_string)
     }
 
-    /// On Kong a removed request header still reaches the upstream, while an
-    /// overwritten one does not: strip by overwriting with an empty value.
+    /// On Kong a removed request header still reaches the upstream (its
+    /// hash is zeroed, nginx's proxy module sends it anyway) and a later set
+    /// of the same name adds a second one; overwriting the value in place is
+    /// what reaches the upstream. So Kong strips by overwriting with an
+    /// empty value, and never removes before a set.
     pub fn strips_request_headers_by_overwrite(self) -> bool {
-        self == HostKind::Kong
+        self != HostKind::Envoy
     }
 
     /// Envoy can replace a response with a local reply from the response
@@ -135,10 +195,26 @@ impl HostKind {
         self == HostKind::Envoy
     }
 
-    /// Kong ignores Pause from response headers; Envoy honours it (and keeps
-    /// calling body callbacks only with `allow_on_headers_stop_iteration`).
+    /// Kong drops a filter that returns Pause from response headers for the
+    /// rest of the request (its body callbacks never run: seen on the real
+    /// host); Envoy honours it (and keeps calling body callbacks only with
+    /// `allow_on_headers_stop_iteration`).
     pub fn honours_pause_in_response_headers(self) -> bool {
         self == HostKind::Envoy
+    }
+
+    /// Kong hangs a request whose headers callback returns Pause with no
+    /// call pending (nginx never reads the body); Envoy buffers the body
+    /// and calls body callbacks only with `allow_on_headers_stop_iteration`.
+    pub fn can_hold_request_headers_for_body(self) -> bool {
+        self == HostKind::Envoy
+    }
+
+    /// Kong's `set_http_response_body(start, size, data)` writes only the
+    /// first `size` bytes of `data`: a replacement must name a size at
+    /// least as long as itself.
+    pub fn cuts_body_replacement_to_size(self) -> bool {
+        self != HostKind::Envoy
     }
 
     /// Kong always reports `end_of_stream = false` in header callbacks, so a
@@ -157,20 +233,20 @@ impl HostKind {
     /// prefixed with the filter. On Kong a `/` selects the shm zone
     /// (`zone/key`), so it must not appear: keys go to the default zone, the
     /// one `nginx_wasm_shm_kv` sizes.
+    /// Keys are the same on every host, so they can be computed before the
+    /// host is known.
     pub fn shared_key(self, filter: &str, key: &str) -> String {
-        let raw = format!("palisade.{filter}.{key}");
-        match self {
-            HostKind::Envoy => raw,
-            HostKind::Kong => raw.replace('/', "_"),
-        }
+        format!("palisade.{filter}.{key}").replace('/', "_")
     }
 
     /// The `upstream` argument of an HTTP call: Envoy wants a configured
-    /// cluster's name, Kong a `host:port` it resolves itself.
-    pub fn http_call_upstream<'a>(self, cluster: &'a str, authority: &'a str) -> &'a str {
+    /// cluster's name, Kong a `host:port` it resolves itself. `None` while
+    /// the host is unknown: no call may be made then.
+    pub fn http_call_upstream<'a>(self, cluster: &'a str, authority: &'a str) -> Option<&'a str> {
         match self {
-            HostKind::Envoy => cluster,
-            HostKind::Kong => authority,
+            HostKind::Envoy => Some(cluster),
+            HostKind::Kong => Some(authority),
+            HostKind::Unknown => None,
         }
     }
 
@@ -194,13 +270,13 @@ impl HostKind {
     /// Kong's shared-data zone may evict entries under memory pressure:
     /// state kept there must tolerate disappearing.
     pub fn shared_data_may_evict(self) -> bool {
-        self == HostKind::Kong
+        self != HostKind::Envoy
     }
 
     /// The client's `Host`: Kong's `:authority` is the server's own name.
     pub fn authority_header(self) -> &'static str {
         match self {
-            HostKind::Envoy => ":authority",
+            HostKind::Envoy | HostKind::Unknown => ":authority",
             HostKind::Kong => "host",
         }
     }

@@ -6,10 +6,10 @@ use palisade_core::fake::FakeHost;
 use palisade_core::{Host, HostKind};
 
 #[test]
-fn kong_is_detected_by_its_nginx_properties() {
-    assert_eq!(HostKind::detect(Some(b"1.25.3")), HostKind::Kong);
-    assert_eq!(HostKind::detect(None), HostKind::Envoy);
-    assert_eq!(HostKind::detect(Some(b"")), HostKind::Envoy);
+fn kong_is_detected_by_its_nginx_properties_inside_a_request() {
+    assert_eq!(HostKind::detect_in_request(Some(b"1.25.3")), HostKind::Kong);
+    assert_eq!(HostKind::detect_in_request(None), HostKind::Envoy);
+    assert_eq!(HostKind::detect_in_request(Some(b"")), HostKind::Envoy);
 }
 
 #[test]
@@ -121,15 +121,14 @@ fn header_maps_and_bodies_are_only_touched_in_their_own_phase() {
 
 #[test]
 fn shared_data_keys_are_per_filter_and_carry_no_kong_zone_separator() {
-    assert_eq!(
-        HostKind::Envoy.shared_key("jwt", "jwks/corp"),
-        "palisade.jwt.jwks/corp"
-    );
-    // On Kong `zone/key` would select a zone named `palisade.jwt.jwks`.
-    assert_eq!(
-        HostKind::Kong.shared_key("jwt", "jwks/corp"),
-        "palisade.jwt.jwks_corp"
-    );
+    // On Kong `zone/key` would select a zone named `palisade.jwt.jwks`;
+    // keys are the same on every host, as they are made before it is known.
+    for kind in [HostKind::Envoy, HostKind::Kong, HostKind::Unknown] {
+        assert_eq!(
+            kind.shared_key("jwt", "jwks/corp"),
+            "palisade.jwt.jwks_corp"
+        );
+    }
     assert_ne!(
         HostKind::Envoy.shared_key("jwt", "k"),
         HostKind::Envoy.shared_key("ratelimit", "k")
@@ -140,11 +139,15 @@ fn shared_data_keys_are_per_filter_and_carry_no_kong_zone_separator() {
 fn http_calls_target_a_cluster_on_envoy_and_host_port_on_kong() {
     assert_eq!(
         HostKind::Envoy.http_call_upstream("idp", "id.example.com:443"),
-        "idp"
+        Some("idp")
     );
     assert_eq!(
         HostKind::Kong.http_call_upstream("idp", "id.example.com:443"),
-        "id.example.com:443"
+        Some("id.example.com:443")
+    );
+    assert_eq!(
+        HostKind::Unknown.http_call_upstream("idp", "id.example.com:443"),
+        None
     );
 }
 
@@ -170,7 +173,6 @@ fn kong_is_never_asked_for_grpc_or_foreign_functions() {
         kong.grpc_call("rls", "svc", "M", &[], b"", 100),
         Err(CallError::Unsupported)
     );
-    assert_eq!(kong.foreign_function("verify_signature", b"x"), None);
     assert!(kong.foreign_calls.is_empty());
 
     let mut envoy = FakeHost::new();
@@ -221,4 +223,124 @@ fn the_request_body_is_readable_only_in_its_own_phase() {
     assert!(Phase::RequestTrailers.allows(Resource::RequestHeaders));
     assert!(!Phase::RequestHeaders.allows(Resource::RequestBody));
     assert!(!Phase::ResponseBody.allows(Resource::RequestBody));
+}
+
+// --- Kong's real host, as NOTES' "Seen on the real host" records it -------
+
+#[test]
+fn a_kong_root_context_reads_no_property_so_configure_cannot_conclude_envoy() {
+    use palisade_core::host::{Phase, ENVOY_ROOT_PROBE, KONG_PROBE};
+    let mut kong = FakeHost::kong();
+    kong.properties
+        .insert("ngx.nginx_version".into(), b"1.25.3".to_vec());
+    kong.phase = Phase::Configure;
+    assert_eq!(kong.property(KONG_PROBE), None);
+    assert!(kong.logged(palisade_core::Level::Error, "outside of a request"));
+    // What `on_configure` concludes: not Envoy (the old probe said Envoy).
+    assert_eq!(
+        HostKind::detect_in_root(kong.property(ENVOY_ROOT_PROBE).as_deref()),
+        HostKind::Unknown
+    );
+    assert_eq!(
+        FakeHost::configuring(HostKind::Kong).kind(),
+        HostKind::Unknown
+    );
+    // Inside the first request the answer is there.
+    kong.phase = Phase::RequestHeaders;
+    assert_eq!(
+        HostKind::detect_in_request(kong.property(KONG_PROBE).as_deref()),
+        HostKind::Kong
+    );
+    // Envoy answers its root probe, so its configure knows at once.
+    assert_eq!(
+        FakeHost::configuring(HostKind::Envoy).kind(),
+        HostKind::Envoy
+    );
+    let envoy = FakeHost::new();
+    assert_eq!(
+        HostKind::detect_in_request(envoy.property(KONG_PROBE).as_deref()),
+        HostKind::Envoy
+    );
+}
+
+#[test]
+fn nothing_host_specific_runs_while_the_host_is_unknown() {
+    use palisade_core::host::CallError;
+    let mut root = FakeHost::configuring(HostKind::Kong);
+    assert_eq!(
+        root.http_call("idp", &[(":path", "/")], None, 100),
+        Err(CallError::Unsupported)
+    );
+    assert!(root.calls.is_empty());
+    assert!(!HostKind::Unknown.has_verify_signature());
+    assert!(!HostKind::Unknown.supports_grpc_calls());
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+#[test]
+#[should_panic(expected = "trap on kong: dispatch_http_call from Configure")]
+fn kong_traps_an_http_call_from_on_configure() {
+    use palisade_core::host::Phase;
+    let mut kong = FakeHost::kong();
+    kong.phase = Phase::Configure;
+    let _ = kong.http_call("id.example.com:443", &[(":path", "/")], None, 100);
+}
+
+#[test]
+fn kong_allows_http_calls_from_requests_ticks_and_call_answers() {
+    use palisade_core::host::Phase;
+    for phase in [
+        Phase::RequestHeaders,
+        Phase::RequestBody,
+        Phase::Tick,
+        Phase::CallResponse,
+    ] {
+        let mut kong = FakeHost::kong();
+        kong.phase = phase;
+        assert!(kong.http_call("id.example.com:443", &[], None, 100).is_ok());
+    }
+    for phase in [
+        Phase::Configure,
+        Phase::ResponseHeaders,
+        Phase::ResponseBody,
+    ] {
+        assert!(!phase.kong_allows_dispatch(), "{phase:?}");
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+#[test]
+#[should_panic(expected = "proxy_call_foreign_function(verify_signature) is not implemented")]
+fn kong_traps_a_foreign_function_call() {
+    let mut kong = FakeHost::kong();
+    let _ = kong.foreign_function("verify_signature", b"x");
+}
+
+#[test]
+fn a_header_removed_on_kong_still_reaches_the_upstream_and_a_later_set_duplicates_it() {
+    // The module believed it ran on Envoy (the old detection): a real removal.
+    let mut misdetected = FakeHost::kong().with_request_header("x-jwt-sub", "mallory");
+    misdetected.believed = Some(HostKind::Envoy);
+    misdetected.remove_request_header("x-jwt-sub");
+    misdetected.set_request_header("x-jwt-sub", b"alice");
+    assert_eq!(
+        misdetected.upstream_header_values("x-jwt-sub"),
+        ["mallory", "alice"]
+    );
+    // Detected as Kong: overwritten in place, one header, the verified value.
+    let mut kong = FakeHost::kong().with_request_header("x-jwt-sub", "mallory");
+    kong.remove_request_header("x-jwt-sub");
+    assert_eq!(kong.upstream_header_values("x-jwt-sub"), [""]);
+    kong.set_request_header("x-jwt-sub", b"alice");
+    assert_eq!(kong.upstream_header_values("x-jwt-sub"), ["alice"]);
+}
+
+#[test]
+fn kong_cuts_a_body_replacement_to_the_size_given() {
+    let mut kong = FakeHost::kong().with_response(500, &[], b"oops");
+    kong.set_response_body(0, 4, b"{\"replaced\": true}");
+    assert_eq!(kong.response_body, b"{\"re");
+    let mut envoy = FakeHost::new().with_response(500, &[], b"oops");
+    envoy.set_response_body(0, 4, b"{\"replaced\": true}");
+    assert_eq!(envoy.response_body, b"{\"replaced\": true}");
 }

@@ -202,6 +202,8 @@ impl ErrorsFilter {
                 .property(&["ngx", "upstream_status"])
                 .and_then(|s| HostKind::Kong.decode_string(&s))
                 .is_some_and(|s| !s.trim().is_empty()),
+            // Streams always know their host; treat the impossible as upstream.
+            HostKind::Unknown => true,
         };
         !from_upstream
     }

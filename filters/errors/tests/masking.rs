@@ -528,7 +528,7 @@ fn palisade_problems_pass_only_when_a_palisade_filter_answered() {
             HostKind::Envoy => host
                 .properties
                 .insert("response.code_details".into(), b"via_upstream".to_vec()),
-            HostKind::Kong => host
+            _ => host
                 .properties
                 .insert("ngx.upstream_status".into(), b"500".to_vec()),
         };

@@ -105,13 +105,15 @@ impl Fetcher {
             }
             self.inflight = None;
         }
+        // No call before the host is known (Kong reveals itself only in a
+        // request): the lease stays free for a VM that can fetch.
+        let upstream = host
+            .kind()
+            .http_call_upstream(&self.config.cluster, &self.config.authority)?
+            .to_string();
         if !self.acquire(host, trigger, now_ns) {
             return None;
         }
-        let upstream = host
-            .kind()
-            .http_call_upstream(&self.config.cluster, &self.config.authority)
-            .to_string();
         let headers = [
             (":method", "GET"),
             (":path", self.config.path.as_str()),

@@ -81,7 +81,7 @@ impl TestHost {
     pub fn stripped(&self, name: &str) -> bool {
         match self.0.kind {
             HostKind::Envoy => self.0.req_header(name).is_none(),
-            HostKind::Kong => self.0.req_header(name).is_none_or(|v| v.is_empty()),
+            _ => self.0.req_header(name).is_none_or(|v| v.is_empty()),
         }
     }
 
@@ -152,7 +152,7 @@ impl Host for TestHost {
         let all = self.0.request_headers();
         match self.0.kind {
             HostKind::Envoy => all,
-            HostKind::Kong => Rc::new(
+            _ => Rc::new(
                 all.iter()
                     .filter(|(n, _)| !n.starts_with(':'))
                     .cloned()
