@@ -68,8 +68,18 @@ pub struct RouteFacts {
 impl RouteFacts {
     /// Reads the facts rules match on; the route name only when some rule uses it.
     pub fn read(host: &dyn Host, with_route_name: bool) -> RouteFacts {
-        let method = host.request_header_str(":method").unwrap_or_default();
-        let raw_path = host.request_header(":path").unwrap_or_default();
+        let headers = host.request_headers();
+        // Kong may leave pseudo-headers out of the map.
+        let pseudo = |name: &str| match crate::headers::find(&headers, name) {
+            Some(v) => v.to_vec(),
+            None => host.request_header(name).unwrap_or_default(),
+        };
+        let raw_path = pseudo(":path");
+        let method = crate::method::effective(
+            &String::from_utf8_lossy(&pseudo(":method")),
+            &headers,
+            &String::from_utf8_lossy(&raw_path),
+        );
         RouteFacts {
             method,
             path: crate::path::normalize(&String::from_utf8_lossy(&raw_path)),

@@ -1,8 +1,56 @@
 //! HTTP methods as config values: a typo like `GTE` is a config error, not a
 //! rule that silently never matches.
 
+use crate::headers::find;
+use crate::host::Headers;
 use serde::{Deserialize, Deserializer};
 use std::fmt;
+
+/// Headers by which Express, Symfony, Google-style APIs and others let a
+/// `POST` stand for another method. An upstream that honours them performs
+/// the overridden method, so a method rule judged on `:method` alone is
+/// bypassed by them.
+pub const OVERRIDE_HEADERS: [&str; 3] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
+/// The query parameter Laravel, Rails and Symfony read for the same purpose.
+pub const OVERRIDE_PARAM: &str = "_method";
+
+/// A method override the request carries: the first override header, else
+/// the `_method` query parameter of `raw_path`, uppercased as the
+/// frameworks do.
+pub fn override_in(headers: &Headers, raw_path: &str) -> Option<String> {
+    OVERRIDE_HEADERS
+        .iter()
+        .find_map(|h| find(headers, h))
+        .map(|v| String::from_utf8_lossy(v).trim().to_ascii_uppercase())
+        .or_else(|| override_param(raw_path))
+}
+
+/// The `_method` query parameter of a raw `:path`, decoded and uppercased.
+pub fn override_param(raw_path: &str) -> Option<String> {
+    let query = raw_path.split_once('?')?.1;
+    let query = query.split('#').next().unwrap_or_default();
+    query.split('&').find_map(|pair| {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let name = crate::path::percent_decode_bytes(name.as_bytes());
+        (name == OVERRIDE_PARAM.as_bytes()).then(|| {
+            let value = crate::path::percent_decode_bytes(value.replace('+', " ").as_bytes());
+            String::from_utf8_lossy(&value).trim().to_ascii_uppercase()
+        })
+    })
+}
+
+/// The method the upstream will act on: an override when the request
+/// carries one (it reaches the upstream unless the headers filter strips
+/// it, which it does by default), else `method` (the `:method`). Every
+/// control matches its rules on this.
+pub fn effective(method: &str, headers: &Headers, raw_path: &str) -> String {
+    override_in(headers, raw_path).unwrap_or_else(|| method.to_string())
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Method {

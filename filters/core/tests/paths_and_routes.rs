@@ -183,3 +183,50 @@ fn hostile_paths_never_panic_and_normalise_idempotently() {
         let _ = PathTemplate::try_from(raw.clone());
     }
 }
+
+#[test]
+fn the_effective_method_follows_every_override_the_frameworks_honour() {
+    use palisade_core::method::{effective, override_param};
+    let h = |pairs: &[(&str, &str)]| -> palisade_core::host::Headers {
+        pairs
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
+            .collect()
+    };
+    assert_eq!(effective("POST", &h(&[]), "/orders/7"), "POST");
+    for name in [
+        "x-http-method-override",
+        "x-http-method",
+        "x-method-override",
+    ] {
+        assert_eq!(
+            effective("POST", &h(&[(name, "delete")]), "/orders/7"),
+            "DELETE",
+            "{name}"
+        );
+    }
+    assert_eq!(
+        effective("POST", &h(&[]), "/orders/7?_method=DELETE"),
+        "DELETE"
+    );
+    assert_eq!(effective("POST", &h(&[]), "/o?a=1&%5Fmethod=put#x"), "PUT");
+    assert_eq!(override_param("/o?method=PUT"), None);
+    // A header wins over the query, as in Express.
+    assert_eq!(
+        effective(
+            "POST",
+            &h(&[("x-http-method-override", "PATCH")]),
+            "/o?_method=DELETE"
+        ),
+        "PATCH"
+    );
+}
+
+#[test]
+fn route_facts_use_the_overridden_method() {
+    use palisade_core::context::RouteFacts;
+    use palisade_core::fake::FakeHost;
+    let host = FakeHost::request("POST", "/orders/7")
+        .with_request_header("X-HTTP-Method-Override", "DELETE");
+    assert_eq!(RouteFacts::read(&host, false).method, "DELETE");
+}

@@ -33,7 +33,7 @@ use jwt_cache::TokenCache;
 use palisade_core::config::ConfigError;
 use palisade_core::host::{CallResponse, Headers};
 use palisade_core::metrics::{Counter, Metrics};
-use palisade_core::route::{first_match, needs_route_name, Match, RouteInput, Rule};
+use palisade_core::route::{first_match, needs_route_name, Match, Rule};
 use palisade_core::{Flow, Host, HostKind, HttpFilter, Level, Plugin, RequestContext};
 use requirement::{Outcome, Requirement, Verdict};
 use signature::CheckedBy;
@@ -401,26 +401,9 @@ impl JwtPlugin {
         false
     }
 
-    fn select(&self, host: &dyn Host, headers: &Headers) -> Option<usize> {
-        let method = find(headers, ":method")
-            .map(|v| String::from_utf8_lossy(v).into_owned())
-            .or_else(|| host.request_header_str(":method"))
-            .unwrap_or_default();
-        let raw_path = match find(headers, ":path") {
-            Some(p) => p.to_vec(),
-            None => host.request_header(":path").unwrap_or_default(),
-        };
-        let path = palisade_core::path::normalize(&String::from_utf8_lossy(&raw_path));
-        let route_name = if self.needs_route_name {
-            host.route_name()
-        } else {
-            None
-        };
-        let input = RouteInput {
-            method: &method,
-            path: &path,
-            route_name: route_name.as_deref(),
-        };
+    fn select(&self, host: &dyn Host) -> Option<usize> {
+        let facts = palisade_core::context::RouteFacts::read(host, self.needs_route_name);
+        let input = facts.input();
         let rule = first_match(&self.rules, &input)?;
         self.rules.iter().position(|r| std::ptr::eq(r, rule))
     }
@@ -736,7 +719,7 @@ impl HttpFilter for JwtFilter {
         if plugin.bypass_cors && extractor::is_cors_preflight(&headers) {
             return Flow::Continue;
         }
-        let Some(rule_index) = plugin.select(host, &headers) else {
+        let Some(rule_index) = plugin.select(host) else {
             return match plugin.unmatched {
                 Unmatched::Allow => Flow::Continue,
                 Unmatched::Deny => {
