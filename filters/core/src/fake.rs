@@ -1,5 +1,8 @@
 //! An in-memory [`Host`]: every filter decision is tested natively against it.
 
+pub mod exchange;
+pub use exchange::{run, ClientResponse, Exchange, Outcome};
+
 use crate::headers::{add, find, remove, set};
 use crate::host::{CallError, Headers, Host, HostKind, Level, Phase, Shared, SharedError};
 use std::cell::{Cell, RefCell};
@@ -230,23 +233,27 @@ impl FakeHost {
         }
     }
 
-    /// A root context in `on_configure`, as the glue presents it: on Envoy
-    /// the host is detected there; on Kong it is not known yet.
+    /// A root context in `on_configure`, as the glue presents it: the
+    /// host detected there by [`HostKind::detect_in_root`].
     pub fn configuring(kind: HostKind) -> Self {
+        let probe = FakeHost {
+            kind,
+            ..FakeHost::default()
+        };
         FakeHost {
             kind,
             phase: Phase::Configure,
             believed: Some(HostKind::detect_in_root(
-                FakeHost {
-                    kind,
-                    phase: Phase::Configure,
-                    ..FakeHost::default()
-                }
-                .property(crate::host::ENVOY_ROOT_PROBE)
-                .as_deref(),
+                probe.accepts_unknown_effective_context(),
             )),
             ..FakeHost::default()
         }
+    }
+
+    /// `proxy_set_effective_context` with an id no context has: Envoy
+    /// refuses it; ngx_wasm_module only logs and answers OK (its source).
+    pub fn accepts_unknown_effective_context(&self) -> bool {
+        self.kind == HostKind::Kong
     }
 
     /// What the upstream receives: the headers as the filter left them,
@@ -359,7 +366,10 @@ impl Host for FakeHost {
     }
 
     fn request_header(&self, name: &str) -> Option<Vec<u8>> {
-        find(&self.request_headers, name).map(<[u8]>::to_vec)
+        // Kong's single-header get does not skip removed entries.
+        find(&self.request_headers, name)
+            .or_else(|| find(&self.removed_but_forwarded, name))
+            .map(<[u8]>::to_vec)
     }
 
     fn set_request_header(&mut self, name: &str, value: &[u8]) {
@@ -452,14 +462,6 @@ impl Host for FakeHost {
                 "[wasm] cannot get ngx properties outside of a request",
             );
             return None;
-        }
-        if self.kind == HostKind::Envoy && path == crate::host::ENVOY_ROOT_PROBE {
-            return Some(
-                self.properties
-                    .get(&path.join("."))
-                    .cloned()
-                    .unwrap_or_default(),
-            );
         }
         self.properties.get(&path.join(".")).cloned()
     }

@@ -189,10 +189,9 @@ pub struct ProxyWasmHost {
 }
 
 impl ProxyWasmHost {
-    /// What a root context can tell: Envoy, or not known yet (Kong answers
-    /// no property outside a request).
+    /// What a root context can tell (see [`HostKind::detect_in_root`]).
     fn detect_in_root() -> HostKind {
-        HostKind::detect_in_root(abi::get_property(crate::host::ENVOY_ROOT_PROBE).as_deref())
+        HostKind::detect_in_root(abi::set_effective_context(u32::MAX))
     }
 
     /// Inside a request both hosts answer: Kong has `ngx.*`, Envoy not.
@@ -605,6 +604,8 @@ pub fn start<P: Plugin>() {
 #[derive(Default)]
 struct Vm {
     kind: Cell<HostKind>,
+    /// The first request checked the root's detection.
+    confirmed: Cell<bool>,
     /// Set when the config proved unusable on the host the first request
     /// revealed: every request is then refused, as a refused config would be.
     refused: Cell<bool>,
@@ -681,8 +682,8 @@ impl<P: Plugin> Context for PluginRoot<P> {
 
 impl<P: Plugin> RootContext for PluginRoot<P> {
     fn on_configure(&mut self, _size: usize) -> bool {
-        // Only an Envoy answer is evidence here: Kong answers no property
-        // in a root context, so its kind waits for the first request.
+        // Kong answers no property in a root context: the probe is a call
+        // both hosts answer there, differently. The first request confirms.
         self.vm.kind.set(ProxyWasmHost::detect_in_root());
         let mut host = self.root_host(Phase::Configure);
         let config = hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX)
@@ -730,7 +731,9 @@ impl<P: Plugin> RootContext for PluginRoot<P> {
 
     fn on_tick(&mut self) {
         let mut host = self.root_host(Phase::Tick);
-        if !self.vm.held.borrow().is_empty() {
+        // Kong: a root context acting on a stream crashes the worker (and
+        // no filter holds request headers there).
+        if host.kind() == HostKind::Envoy && !self.vm.held.borrow().is_empty() {
             self.expire_held(&mut host);
             // Later host calls of this tick are the root's own again.
             let _ = abi::set_effective_context(self.root_id);
@@ -829,9 +832,25 @@ impl<P: Plugin> PluginHttp<P> {
     /// Learns the host from the first request of the VM and checks the
     /// config against it; `false` when the config cannot run there.
     fn settle_host(&mut self) -> bool {
-        if !self.vm.kind.get().is_known() {
+        if !self.vm.confirmed.get() {
+            self.vm.confirmed.set(true);
             let kind = ProxyWasmHost::detect_in_request();
-            self.vm.kind.set(kind);
+            let root = self.vm.kind.replace(kind);
+            if root == kind {
+                self.host.kind = kind;
+                return !self.vm.refused.get();
+            }
+            if root.is_known() {
+                self.host.log(
+                    Level::Warn,
+                    &format!(
+                        "palisade.{}: the root context took this host for {}; requests show {}",
+                        P::NAME,
+                        root.name(),
+                        kind.name()
+                    ),
+                );
+            }
             if let Some(plugin) = &self.plugin {
                 if let Err(e) = plugin.check_host(kind) {
                     self.vm.refused.set(true);
@@ -932,6 +951,7 @@ impl<P: Plugin> HttpContext for PluginHttp<P> {
         let flow = filter.on_request_headers(&mut self.host, end_of_stream);
         // Held for the body, with no call whose answer would resume it.
         if flow == Flow::Pause
+            && self.host.kind == HostKind::Envoy
             && !end_of_stream
             && !self.host.replied
             && self.host.calls_dispatched == calls

@@ -115,18 +115,16 @@ pub enum HostKind {
 /// The property only Kong answers, and only inside a request.
 pub const KONG_PROBE: &[&str] = &["ngx", "nginx_version"];
 
-/// A property Envoy answers in root contexts too (the plugin's root id,
-/// possibly empty) and Kong never does there: the root's evidence for Envoy.
-pub const ENVOY_ROOT_PROBE: &[&str] = &["plugin_root_id"];
-
 impl HostKind {
-    /// From a root context: Envoy answers [`ENVOY_ROOT_PROBE`]; Kong answers
-    /// no property at all there, so its silence proves nothing and the kind
-    /// stays unknown until a request.
-    pub fn detect_in_root(envoy_probe: Option<&[u8]>) -> HostKind {
-        match envoy_probe {
-            Some(_) => HostKind::Envoy,
-            None => HostKind::Unknown,
+    /// From a root context, where Kong answers no `ngx.*` property (and
+    /// reading `plugin_name` there crashes its worker): the answer to
+    /// `proxy_set_effective_context` with an id no context has. Envoy
+    /// refuses it (BadArgument); ngx_wasm_module's implementation only logs
+    /// and answers OK. Neither host traps or logs above debug for it.
+    pub fn detect_in_root(unknown_context_accepted: bool) -> HostKind {
+        match unknown_context_accepted {
+            true => HostKind::Kong,
+            false => HostKind::Envoy,
         }
     }
 

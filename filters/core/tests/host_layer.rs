@@ -228,33 +228,31 @@ fn the_request_body_is_readable_only_in_its_own_phase() {
 // --- Kong's real host, as NOTES' "Seen on the real host" records it -------
 
 #[test]
-fn a_kong_root_context_reads_no_property_so_configure_cannot_conclude_envoy() {
-    use palisade_core::host::{Phase, ENVOY_ROOT_PROBE, KONG_PROBE};
+fn a_kong_root_context_reads_no_property_so_the_root_probe_is_another_call() {
+    use palisade_core::host::{Phase, KONG_PROBE};
     let mut kong = FakeHost::kong();
     kong.properties
         .insert("ngx.nginx_version".into(), b"1.25.3".to_vec());
     kong.phase = Phase::Configure;
+    // The old probe: `ngx.*` from `on_configure` answers nothing on Kong,
+    // so it concluded Envoy there.
     assert_eq!(kong.property(KONG_PROBE), None);
     assert!(kong.logged(palisade_core::Level::Error, "outside of a request"));
-    // What `on_configure` concludes: not Envoy (the old probe said Envoy).
     assert_eq!(
-        HostKind::detect_in_root(kong.property(ENVOY_ROOT_PROBE).as_deref()),
-        HostKind::Unknown
+        HostKind::detect_in_request(kong.property(KONG_PROBE).as_deref()),
+        HostKind::Envoy
     );
+    // The root probe both hosts answer, differently.
+    assert_eq!(FakeHost::configuring(HostKind::Kong).kind(), HostKind::Kong);
     assert_eq!(
-        FakeHost::configuring(HostKind::Kong).kind(),
-        HostKind::Unknown
+        FakeHost::configuring(HostKind::Envoy).kind(),
+        HostKind::Envoy
     );
-    // Inside the first request the answer is there.
+    // Inside a request, the first one confirms it.
     kong.phase = Phase::RequestHeaders;
     assert_eq!(
         HostKind::detect_in_request(kong.property(KONG_PROBE).as_deref()),
         HostKind::Kong
-    );
-    // Envoy answers its root probe, so its configure knows at once.
-    assert_eq!(
-        FakeHost::configuring(HostKind::Envoy).kind(),
-        HostKind::Envoy
     );
     let envoy = FakeHost::new();
     assert_eq!(
@@ -267,6 +265,7 @@ fn a_kong_root_context_reads_no_property_so_configure_cannot_conclude_envoy() {
 fn nothing_host_specific_runs_while_the_host_is_unknown() {
     use palisade_core::host::CallError;
     let mut root = FakeHost::configuring(HostKind::Kong);
+    root.believed = Some(HostKind::Unknown);
     assert_eq!(
         root.http_call("idp", &[(":path", "/")], None, 100),
         Err(CallError::Unsupported)
