@@ -90,6 +90,13 @@ pub trait Plugin: Sized + 'static {
         false
     }
 
+    /// The same for response headers held while the response body is
+    /// read: without the setting Envoy never calls the body callbacks, and
+    /// the client would wait for a response that never comes.
+    fn holds_response_headers(&self) -> bool {
+        false
+    }
+
     /// How often [`Plugin::on_tick`] runs in each VM, read once after configure.
     fn tick_period_ms(&self) -> Option<u64> {
         None

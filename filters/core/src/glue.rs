@@ -645,10 +645,10 @@ impl<P: Plugin> PluginRoot<P> {
             host.log(
                 if first { Level::Error } else { Level::Debug },
                 &format!(
-                    "palisade.{}: request_id={} held {} s for its body and no body callback came: \
-                     the host does not deliver bodies to a filter that holds the request headers. \
-                     On Envoy set `allow_on_headers_stop_iteration: true` in the Wasm filter's config \
-                     (Istio's WasmPlugin cannot: use hold_headers: false); answered 500",
+                    "palisade.{}: request_id={} headers held {} s for the body and no body callback came: \
+                     Envoy delivers bodies to a filter that holds the headers only with \
+                     `allow_on_headers_stop_iteration: true` in the Wasm filter's config \
+                     (Istio's WasmPlugin cannot set it: use hold_headers: false); answered 500",
                     P::NAME,
                     held.request_id.as_deref().unwrap_or("-"),
                     HOLD_TIMEOUT_NS / 1_000_000_000,
@@ -707,7 +707,8 @@ impl<P: Plugin> RootContext for PluginRoot<P> {
                     Level::Info,
                     &format!("palisade.{}: configured ({on})", P::NAME),
                 );
-                let tick = match (plugin.tick_period_ms(), plugin.holds_request_headers()) {
+                let holds = plugin.holds_request_headers() || plugin.holds_response_headers();
+                let tick = match (plugin.tick_period_ms(), holds) {
                     (Some(ms), true) => Some(ms.min(WATCHDOG_TICK_MS)),
                     (Some(ms), false) => Some(ms),
                     (None, true) => Some(WATCHDOG_TICK_MS),
@@ -749,6 +750,7 @@ impl<P: Plugin> RootContext for PluginRoot<P> {
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(PluginHttp::<P> {
             context_id,
+            request_id: None,
             filter: self.plugin.as_ref().map(P::new_filter),
             plugin: self.plugin.clone(),
             vm: Rc::clone(&self.vm),
@@ -815,6 +817,8 @@ impl HeldRequests {
 /// the VM has no usable config.
 struct PluginHttp<P: Plugin> {
     context_id: u32,
+    /// Read from the request headers, for the watchdog's reply and log.
+    request_id: Option<String>,
     filter: Option<P::Filter>,
     plugin: Option<Rc<P>>,
     vm: Rc<Vm>,
@@ -910,6 +914,15 @@ impl<P: Plugin> PluginHttp<P> {
         }
     }
 
+    /// Registers the stream with the watchdog (see [`HOLD_TIMEOUT_NS`]).
+    fn hold(&self) {
+        let now = self.host.now_nanos();
+        self.vm
+            .held
+            .borrow_mut()
+            .hold(self.context_id, now, self.request_id.clone());
+    }
+
     fn release(&self) {
         if !self.vm.held.borrow().is_empty() {
             self.vm.held.borrow_mut().release(self.context_id);
@@ -949,6 +962,16 @@ impl<P: Plugin> HttpContext for PluginHttp<P> {
         };
         let calls = self.host.calls_dispatched;
         let flow = filter.on_request_headers(&mut self.host, end_of_stream);
+        // For the watchdog's answer to a held response (request headers
+        // cannot be read from response callbacks).
+        if self.host.kind == HostKind::Envoy
+            && self
+                .plugin
+                .as_ref()
+                .is_some_and(|p| p.holds_response_headers())
+        {
+            self.request_id = crate::RequestContext::new(P::NAME, &self.host).request_id;
+        }
         // Held for the body, with no call whose answer would resume it.
         if flow == Flow::Pause
             && self.host.kind == HostKind::Envoy
@@ -956,9 +979,8 @@ impl<P: Plugin> HttpContext for PluginHttp<P> {
             && !self.host.replied
             && self.host.calls_dispatched == calls
         {
-            let id = crate::RequestContext::new(P::NAME, &self.host).request_id;
-            let now = self.host.now_nanos();
-            self.vm.held.borrow_mut().hold(self.context_id, now, id);
+            self.request_id = crate::RequestContext::new(P::NAME, &self.host).request_id;
+            self.hold();
         }
         self.request_flow(flow)
     }
@@ -986,13 +1008,23 @@ impl<P: Plugin> HttpContext for PluginHttp<P> {
     fn on_http_response_headers(&mut self, _n: usize, end_of_stream: bool) -> Action {
         self.release();
         self.host.enter(Phase::ResponseHeaders);
-        match self.filter.as_mut() {
-            Some(f) => action(f.on_response_headers(&mut self.host, end_of_stream)),
-            None => Action::Continue,
+        let Some(filter) = self.filter.as_mut() else {
+            return Action::Continue;
+        };
+        let replied = self.host.replied;
+        let flow = filter.on_response_headers(&mut self.host, end_of_stream);
+        if flow == Flow::Pause
+            && self.host.kind == HostKind::Envoy
+            && !end_of_stream
+            && self.host.replied == replied
+        {
+            self.hold();
         }
+        action(flow)
     }
 
     fn on_http_response_body(&mut self, size: usize, end_of_stream: bool) -> Action {
+        self.release();
         self.host.enter(Phase::ResponseBody);
         match self.filter.as_mut() {
             Some(f) => action(f.on_response_body(&mut self.host, size, end_of_stream)),
