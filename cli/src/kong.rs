@@ -81,14 +81,113 @@ pub fn render(chain: &Chain, form: Form) -> Value {
     json!({"_format_version": "3.0", "services": services})
 }
 
-/// The declarative config as YAML, with a header saying what Kong needs.
+/// One `kong.conf` line the chain needs, with the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Setting {
+    pub key: &'static str,
+    pub value: String,
+    pub why: String,
+}
+
+/// nginx sizes as Kong writes them: whole KiB.
+fn kib(bytes: u64) -> String {
+    format!("{}k", bytes.div_ceil(1024).max(1))
+}
+
+/// The largest value of `field` in a filter's configs, top level and rules.
+fn largest(chain: &Chain, filter: &str, field: &str, default: u64) -> Option<u64> {
+    let configs: Vec<&Value> = chain
+        .routes
+        .iter()
+        .flat_map(|r| r.filters.iter())
+        .filter(|u| u.filter.name == filter)
+        .map(|u| &u.config)
+        .collect();
+    if configs.is_empty() {
+        return None;
+    }
+    let mut max = 0;
+    for c in configs {
+        max = max.max(c.get(field).and_then(Value::as_u64).unwrap_or(default));
+        for rule in c
+            .get("rules")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            max = max.max(rule.get(field).and_then(Value::as_u64).unwrap_or(0));
+        }
+    }
+    Some(max)
+}
+
+/// Every `kong.conf` setting the chain's controls need on Kong's host,
+/// sized from their configs (NOTES, "Seen on the real host").
+pub fn settings(chain: &Chain) -> Vec<Setting> {
+    let uses = |name: &str| {
+        chain
+            .routes
+            .iter()
+            .any(|r| r.filters.iter().any(|u| u.filter.name == name))
+    };
+    let mut out = vec![
+        Setting {
+            key: "wasm",
+            value: "on".into(),
+            why: "Kong 3.4 to 3.10 (3.11 removed Wasm)".into(),
+        },
+        Setting {
+            key: "wasm_filters_path",
+            value: "/usr/local/kong/wasm".into(),
+            why: "the directory holding palisade_<name>.wasm and .meta.json: change to yours"
+                .into(),
+        },
+    ];
+    if uses("ratelimit") || uses("jwt") {
+        out.push(Setting {
+            key: "nginx_wasm_shm_kv",
+            value: "16m".into(),
+            why: "shared data (rate-limit buckets, JWKS): without a zone every shared-data call traps".into(),
+        });
+    }
+    if let Some(max) = largest(
+        chain,
+        "schema",
+        "max_body_bytes",
+        palisade_schema::config::DEFAULT_MAX_BODY_BYTES,
+    ) {
+        out.push(Setting {
+            key: "nginx_http_client_body_buffer_size",
+            value: kib(max),
+            why: "schema's max_body_bytes: bodies over nginx's buffer (Kong's default 8k) go to a file the filter cannot read".into(),
+        });
+    }
+    // errors' own default `scan_bytes` (64 KiB) when a config leaves it out.
+    if let Some(max) = largest(chain, "errors", "scan_bytes", 64 * 1024) {
+        // Four buffers, as nginx's default count, large enough together
+        // for the scanned bytes (and a masked body to be replaced whole).
+        out.push(Setting {
+            key: "nginx_http_wasm_response_body_buffers",
+            value: format!("4 {}", kib(max.div_ceil(4).max(4096))),
+            why: "errors' scan_bytes: response buffering stops when these are full (default 4 4k)"
+                .into(),
+        });
+    }
+    out
+}
+
+/// The declarative config as YAML, with a header giving the `kong.conf`
+/// lines the chain needs.
 pub fn render_text(chain: &Chain, form: Form) -> Result<String, String> {
     let mut out = String::from(
         "# Kong declarative config rendered by `palisade render kong` from a chain file.\n\
-         # kong.conf needs `wasm = on` and `wasm_filters_path` holding palisade_<name>.wasm\n\
-         # with palisade_<name>.meta.json beside each (filter configs are JSON objects,\n\
-         # which Kong accepts and validates only with that schema). See kong/kong.conf.\n",
+         # palisade_<name>.meta.json must sit beside each module (filter configs are JSON\n\
+         # objects, which Kong accepts and validates only with that schema).\n\
+         # kong.conf for this chain:\n",
     );
+    for s in settings(chain) {
+        out.push_str(&format!("#   {} = {}    # {}\n", s.key, s.value, s.why));
+    }
     if form == Form::Plugins {
         out.push_str(
             "# Kong 3.9 plugins form: every filter plugin has the same priority, so Kong does\n\
@@ -131,10 +230,47 @@ routes:
             json!(["~/health\\.json$"])
         );
         assert!(v["services"][0]["routes"][1].get("filter_chains").is_none());
+        let conf = settings(&c);
+        let keys: Vec<&str> = conf.iter().map(|s| s.key).collect();
+        assert!(keys.contains(&"nginx_http_wasm_response_body_buffers"));
+        assert!(!keys.contains(&"nginx_wasm_shm_kv"));
         let p = render(&c, Form::Plugins);
         assert_eq!(
             p["services"][0]["routes"][0]["plugins"][1]["name"],
             "palisade_headers"
         );
+    }
+}
+
+#[cfg(test)]
+mod settings_tests {
+    use super::*;
+    use crate::chain;
+
+    #[test]
+    fn settings_follow_the_controls_and_their_sizes() {
+        let c = chain::load(
+            "
+version: 1
+upstreams: {backend: 'http://127.0.0.1:8080'}
+routes:
+  - name: api
+    match: {prefix: /api/}
+    upstream: backend
+    filters: [{ratelimit: {}}, {schema: {max_body_bytes: 20000, rules: [{match: {prefix: /api/big}, max_body_bytes: 65536}]}}]
+",
+        )
+        .unwrap();
+        let conf = settings(&c);
+        let get = |k: &str| conf.iter().find(|s| s.key == k).map(|s| s.value.clone());
+        assert_eq!(get("wasm"), Some("on".into()));
+        assert_eq!(get("nginx_wasm_shm_kv"), Some("16m".into()));
+        assert_eq!(
+            get("nginx_http_client_body_buffer_size"),
+            Some("64k".into())
+        );
+        assert_eq!(get("nginx_http_wasm_response_body_buffers"), None);
+        let text = render_text(&c, Form::FilterChains).unwrap();
+        assert!(text.contains("#   nginx_http_client_body_buffer_size = 64k"));
     }
 }
