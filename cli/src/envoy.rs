@@ -310,6 +310,13 @@ pub fn render(chain: &Chain, options: &Options) -> Result<Value, String> {
                         "codec_type": "AUTO",
                         // Otherwise Envoy rewrites `server` after the filters ran.
                         "server_header_transformation": "PASS_THROUGH",
+                        // The client is the connection's peer. Envoy's default
+                        // (false) takes `source.address` from the last
+                        // X-Forwarded-For entry the client wrote itself, so a
+                        // client rotating that header escapes every `client_ip`
+                        // rate limit. Behind trusted proxies, add their count as
+                        // `xff_num_trusted_hops` here.
+                        "use_remote_address": true,
                         "normalize_path": true,
                         "merge_slashes": true,
                         "route_config": {
@@ -385,6 +392,20 @@ mod tests {
             hcm["http_filters"][2]["typed_config"]["config"]["configuration"]["value"],
             "{\"dry_run\":true}"
         );
+    }
+
+    #[test]
+    fn the_connection_manager_trusts_the_peer_not_the_clients_forwarded_for() {
+        let c = chain(&format!(
+            "{HEAD}  - {{name: a, match: {{prefix: /}}, upstream: b, filters: [ratelimit]}}\n"
+        ));
+        let v = render(&c, &Options::default()).unwrap();
+        let hcm = &v["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+            ["typed_config"];
+        assert_eq!(hcm["use_remote_address"], true);
+        assert!(hcm.get("xff_num_trusted_hops").is_none());
+        let text = render_text(&c, &Options::default()).unwrap();
+        assert!(text.contains("use_remote_address: true"), "{text}");
     }
 
     #[test]

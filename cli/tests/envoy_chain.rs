@@ -103,3 +103,46 @@ fn a_request_no_route_matches_runs_no_palisade_filter() {
     let api = client::get(&envoy.url("/api/x"), &[]);
     assert_eq!(api.header("x-content-type-options"), Some("nosniff"));
 }
+
+#[test]
+#[ignore = "needs `make build` and Envoy: run by `make integration`"]
+fn a_rotated_forwarded_for_does_not_escape_a_client_ip_limit_in_the_rendered_config() {
+    let upstream = Upstream::start();
+    let text = format!(
+        "version: 1
+upstreams: {{shop: 'http://127.0.0.1:{port}'}}
+filters:
+  ratelimit:
+    rules:
+      - match: {{prefix: /login}}
+        limits: [{{name: login-per-ip, key: [client_ip], requests: 3, per_s: 60}}]
+routes:
+  - {{name: login, match: {{prefix: /}}, upstream: shop, filters: [ratelimit]}}
+",
+        port = upstream.port()
+    );
+    let chain = chain::load(&text).unwrap();
+    assert_eq!(check::check(&chain, &[HostKind::Envoy]), vec![]);
+    dist_wasm("ratelimit");
+    let envoy = RawEnvoy::start(&render(&chain));
+    // Under Envoy's default use_remote_address: false, each fresh header
+    // was a fresh client: 6 of 6 passed.
+    let statuses: Vec<u16> = (1..=6)
+        .map(|i| {
+            let xff = format!("203.0.113.{i}");
+            client::request(
+                "POST",
+                &envoy.url("/login"),
+                &[("x-forwarded-for", &xff)],
+                b"",
+            )
+            .status
+        })
+        .collect();
+    assert_eq!(statuses, [200, 200, 200, 429, 429, 429]);
+    let stats = envoy.admin_get("/stats?filter=client_ip_from_xff");
+    assert!(
+        stats.contains("wasmcustom.palisade.ratelimit.client_ip_from_xff: 0"),
+        "{stats}"
+    );
+}

@@ -1,6 +1,7 @@
 //! The rate-limit filter inside a real Envoy 1.40: answers on the wire,
 //! exactness across worker threads, the memory bound under a key flood, and
-//! global mode through an RLS v3 service counting in a real Redis.
+//! global mode through an RLS v3 service counting in a real Redis, and what
+//! a `client_ip` limit counts under each `use_remote_address` setting.
 //!
 //! Build the module first: `cargo build --release --target wasm32-wasip1 -p
 //! palisade-ratelimit && mkdir -p dist && cp target/wasm32-wasip1/release/palisade_ratelimit.wasm dist/`.
@@ -167,6 +168,127 @@ fn over_the_limit_the_client_gets_a_429_problem_with_retry_after_and_fields() {
             "{name} missing from /stats/prometheus"
         );
     }
+}
+
+/// A proxy-wasm fixture that copies `source.address` (as wasm filters read
+/// it) into the request header `x-probe-source`, for the upstream to see.
+fn source_probe() -> common::Fixture {
+    let imports = r#"(import "env" "proxy_get_property"
+    (func $get_property (param i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_add_header_map_value"
+    (func $add_header (param i32 i32 i32 i32 i32) (result i32)))
+  (data (i32.const 16) "source\00address")
+  (data (i32.const 48) "x-probe-source")"#;
+    let handlers = r#"(func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+    (if (i32.eqz (call $get_property (i32.const 16) (i32.const 14) (i32.const 1000) (i32.const 1004)))
+      (then (drop (call $add_header (i32.const 0) (i32.const 48) (i32.const 14)
+        (i32.load (i32.const 1000)) (i32.load (i32.const 1004))))))
+    (i32.const 0))"#;
+    common::module("source_probe", imports, true, handlers)
+}
+
+const LOGIN_PER_IP: &str = r#"{"rules": [{"match": {"prefix": "/login"},
+    "limits": [{"name": "login-per-ip", "key": ["client_ip"], "requests": 3, "per_s": 60}]}]}"#;
+
+/// Six logins, each with a fresh X-Forwarded-For; the statuses and what
+/// the upstream saw as the filter's `source.address`.
+fn rotating_logins(envoy: &Envoy, upstream: &Upstream) -> (Vec<u16>, Vec<String>) {
+    let mut statuses = Vec::new();
+    let mut sources = Vec::new();
+    for i in 1..=6 {
+        let xff = format!("203.0.113.{i}");
+        let r = request(
+            "POST",
+            &envoy.url("/login"),
+            &[("x-forwarded-for", &xff)],
+            b"{}",
+        );
+        statuses.push(r.status);
+        if r.status == 200 {
+            let seen = upstream.last().unwrap();
+            sources.push(seen.header("x-probe-source").unwrap_or("").to_string());
+        }
+    }
+    (statuses, sources)
+}
+
+/// The filter's spoofable-address warnings in Envoy's log, once `at_least`
+/// are there (or WAIT passed: the log is written asynchronously).
+fn warnings(envoy: &Envoy, at_least: usize) -> usize {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let n = envoy
+            .log()
+            .lines()
+            .filter(|l| {
+                l.contains("client_ip limits count the address") && l.contains("use_remote_address")
+            })
+            .count();
+        if n >= at_least || Instant::now() > deadline {
+            return n;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Envoy's own default HCM (`use_remote_address: false`,
+/// `xff_num_trusted_hops: 0`): `source.address` is the last entry of the
+/// client's X-Forwarded-For, without a port. A client rotating it is never
+/// limited there (a filter cannot fix that); the filter says so, once per
+/// VM, and counts every such request.
+#[test]
+fn under_envoys_default_hcm_a_rotated_forwarded_for_bypasses_client_ip_and_is_reported() {
+    let upstream = Upstream::start();
+    let probe = source_probe();
+    let envoy = Envoy::start(
+        &EnvoyConfig::new()
+            .upstream(&upstream)
+            .wasm(WasmFilter::new("probe", &probe.path))
+            .wasm(ratelimit(&serde_json::from_str(LOGIN_PER_IP).unwrap())),
+    );
+    let (statuses, sources) = rotating_logins(&envoy, &upstream);
+    assert_eq!(
+        statuses, [200; 6],
+        "the bypass: each header is a new client"
+    );
+    let expected: Vec<String> = (1..=6).map(|i| format!("203.0.113.{i}:0")).collect();
+    assert_eq!(sources, expected, "source.address is the header's, port 0");
+    assert_eq!(stat(&envoy, "client_ip_from_xff", 6), 6);
+    assert_eq!(warnings(&envoy, 1), 1, "{}", envoy.log());
+    let line = envoy
+        .log()
+        .lines()
+        .find(|l| l.contains("client_ip limits count the address"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(line.contains("xff_num_trusted_hops"), "{line}");
+    assert!(line.contains("[warning]"), "{line}");
+}
+
+/// `use_remote_address: true`, as `palisade render envoy` writes it: the
+/// peer is the client, a rotated header changes nothing, nothing is reported.
+#[test]
+fn with_use_remote_address_a_rotated_forwarded_for_is_limited() {
+    let upstream = Upstream::start();
+    let probe = source_probe();
+    let envoy = Envoy::start(
+        &EnvoyConfig::new()
+            .upstream(&upstream)
+            .hcm_extra(json!({"use_remote_address": true}))
+            .wasm(WasmFilter::new("probe", &probe.path))
+            .wasm(ratelimit(&serde_json::from_str(LOGIN_PER_IP).unwrap())),
+    );
+    let (statuses, sources) = rotating_logins(&envoy, &upstream);
+    assert_eq!(statuses, [200, 200, 200, 429, 429, 429]);
+    assert!(
+        sources
+            .iter()
+            .all(|s| s.starts_with("127.0.0.1:") && !s.ends_with(":0")),
+        "{sources:?}"
+    );
+    assert_eq!(stat(&envoy, "limited.login-per-ip", 3), 3);
+    assert_eq!(envoy.counter(&format!("{STAT}client_ip_from_xff")), Some(0));
+    assert_eq!(warnings(&envoy, 0), 0, "{}", envoy.log());
 }
 
 #[test]

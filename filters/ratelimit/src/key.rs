@@ -155,6 +155,34 @@ pub fn client_address(
         .or(peer)
 }
 
+/// Whether the peer address is the client's own last `X-Forwarded-For`
+/// entry, as Envoy's HTTP connection manager makes it under its default
+/// `use_remote_address: false` with `xff_num_trusted_hops: 0`: then any
+/// client picks its `client_ip` by rotating the header.
+///
+/// The proof is the port: an address Envoy takes from a header has none,
+/// so `source.address` reads `ip:0`, which no TCP peer has. The address
+/// alone would not do: with `use_remote_address: true` Envoy appends the
+/// real peer to the header, so its last entry equals the peer there too
+/// (with port). Kong's addresses carry no port: never flagged there.
+pub fn peer_from_forwarded_for(source_address: &str, headers: &[(String, Vec<u8>)]) -> bool {
+    let text = source_address.trim().trim_end_matches('\0');
+    let Ok(peer) = text.parse::<SocketAddr>() else {
+        return false;
+    };
+    if peer.port() != 0 {
+        return false;
+    }
+    let last = headers
+        .iter()
+        .filter(|(n, _)| n == "x-forwarded-for")
+        .flat_map(|(_, v)| v.split(|b| *b == b','))
+        .next_back();
+    last.and_then(|entry| std::str::from_utf8(entry).ok())
+        .and_then(parse_ip)
+        .is_some_and(|ip| parse_ip(text) == Some(ip))
+}
+
 /// "1.2.3.4", "1.2.3.4:80", "::1", "[::1]:80"; IPv4-mapped IPv6 counts as IPv4.
 pub fn parse_ip(text: &str) -> Option<IpAddr> {
     let text = text.trim().trim_end_matches('\0');
@@ -268,6 +296,30 @@ mod tests {
             "10.0.0.2".parse().ok()
         );
         assert_eq!(client_address(None, &[], &hops(1)), None);
+    }
+
+    #[test]
+    fn only_a_portless_peer_equal_to_the_last_forwarded_entry_came_from_the_header() {
+        // use_remote_address: false (Envoy's default): the last entry, port 0.
+        let h = hdrs(&[("x-forwarded-for", "1.1.1.1, 7.7.7.7")]);
+        assert!(peer_from_forwarded_for("7.7.7.7:0", &h));
+        let split = hdrs(&[
+            ("x-forwarded-for", "1.1.1.1"),
+            ("x-forwarded-for", " 2001:db8::7 "),
+        ]);
+        assert!(peer_from_forwarded_for("[2001:db8::7]:0", &split));
+        // use_remote_address: true: Envoy appended the real peer, which has a port.
+        let h = hdrs(&[("x-forwarded-for", "6.6.6.6,203.0.113.5")]);
+        assert!(!peer_from_forwarded_for("203.0.113.5:40000", &h));
+        // The HCM trusted a hop: the address is not the last entry.
+        assert!(!peer_from_forwarded_for("6.6.6.6:0", &h));
+        // No header, garbage, or Kong's portless address.
+        assert!(!peer_from_forwarded_for("7.7.7.7:0", &[]));
+        let junk = hdrs(&[("x-forwarded-for", "7.7.7.7, nope")]);
+        assert!(!peer_from_forwarded_for("7.7.7.7:0", &junk));
+        let one = hdrs(&[("x-forwarded-for", "7.7.7.7")]);
+        assert!(!peer_from_forwarded_for("7.7.7.7", &one));
+        assert!(!peer_from_forwarded_for("", &one));
     }
 
     #[test]

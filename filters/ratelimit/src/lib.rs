@@ -28,10 +28,11 @@ use config::{
 use key::{Key, KeyInput};
 use palisade_core::config::ConfigError;
 use palisade_core::context::{RouteFacts, DENIED_BY_HEADER};
-use palisade_core::host::CallResponse;
+use palisade_core::host::{CallResponse, Headers};
 use palisade_core::metrics::{Counter, Metrics};
 use palisade_core::route::{needs_route_name, Match, Rule};
 use palisade_core::{Denial, Flow, Host, HostKind, HttpFilter, Level, Plugin, RequestContext};
+use std::cell::Cell;
 use std::rc::Rc;
 use table::{Outcome, Table, Want};
 
@@ -42,7 +43,7 @@ pub const NAME: &str = "ratelimit";
 
 /// Events counted besides `denied.<reason>`, `shadow_denied.<reason>` and the
 /// per-limit `limited.<name>` / `shadow_limited.<name>`.
-pub const EVENTS: [&str; 7] = [
+pub const EVENTS: [&str; 8] = [
     "allowed",
     "evicted",
     "contention",
@@ -50,7 +51,13 @@ pub const EVENTS: [&str; 7] = [
     "global_error",
     "global_timeout",
     "global_fallback_local",
+    CLIENT_IP_FROM_XFF,
 ];
+
+/// A `client_ip` key read an address Envoy took from the client's own
+/// `X-Forwarded-For` ([`key::peer_from_forwarded_for`]): the limit can be
+/// bypassed by rotating the header.
+pub const CLIENT_IP_FROM_XFF: &str = "client_ip_from_xff";
 
 /// The JSON Schema of the config (Kong's `meta.json`, `palisade schema`).
 pub fn config_schema() -> serde_json::Value {
@@ -72,6 +79,7 @@ struct Counters {
     global_error: Counter,
     global_timeout: Counter,
     global_fallback_local: Counter,
+    client_ip_from_xff: Counter,
     denied_limited: Counter,
 }
 
@@ -85,6 +93,7 @@ impl Counters {
             global_error: m.counter("global_error"),
             global_timeout: m.counter("global_timeout"),
             global_fallback_local: m.counter("global_fallback_local"),
+            client_ip_from_xff: m.counter(CLIENT_IP_FROM_XFF),
             denied_limited: m.counter(&format!("denied.{}", answer::LIMITED)),
         }
     }
@@ -104,6 +113,8 @@ struct CompiledRule {
     matcher: Match,
     dry_run: bool,
     limits: Vec<CompiledLimit>,
+    /// A limit keys on `client_ip`: only then is the peer address read.
+    uses_client_ip: bool,
 }
 
 impl Rule for CompiledRule {
@@ -124,10 +135,11 @@ pub struct RateLimitPlugin {
     global: Option<GlobalConfig>,
     table: Table,
     needs_route_name: bool,
-    needs_source: bool,
     needs_claims_property: bool,
     metrics: Metrics,
     counters: Counters,
+    /// The spoofable-address warning was logged (once per VM).
+    warned_client_ip_from_xff: Cell<bool>,
 }
 
 impl RateLimitPlugin {
@@ -163,6 +175,10 @@ impl RateLimitPlugin {
                         shadow_limited: metrics.counter(&format!("shadow_limited.{}", l.name)),
                     })
                     .collect(),
+                uses_client_ip: r
+                    .limits
+                    .iter()
+                    .any(|l| l.key.iter().any(|p| matches!(p, KeyPart::ClientIp(_)))),
             })
             .collect();
         let uses = |pred: fn(&KeyPart) -> bool| {
@@ -172,7 +188,6 @@ impl RateLimitPlugin {
                 .any(|l| l.parts.iter().any(pred))
         };
         let needs_route_name = needs_route_name(&rules) || uses(|p| *p == KeyPart::Route);
-        let needs_source = uses(|p| matches!(p, KeyPart::ClientIp(_)));
         let needs_claims_property =
             config.claims.from == ClaimFrom::Property && uses(|p| matches!(p, KeyPart::Claim(_)));
         let table = Table::new(
@@ -202,9 +217,9 @@ impl RateLimitPlugin {
         }
         Ok(RateLimitPlugin {
             needs_route_name,
-            needs_source,
             needs_claims_property,
             counters: Counters::resolve(&metrics),
+            warned_client_ip_from_xff: Cell::new(false),
             metrics,
             rules,
             client_ip: config.client_ip,
@@ -215,6 +230,34 @@ impl RateLimitPlugin {
             global: config.global.clone(),
             table,
         })
+    }
+}
+
+impl RateLimitPlugin {
+    /// Counts a `client_ip` read from the client's own `X-Forwarded-For`
+    /// and warns once per VM. Not refused: the proxy's setting is at fault,
+    /// and its operator must see it rather than their clients.
+    fn check_client_ip_source(&self, host: &mut dyn Host, source: &str, headers: &Headers) {
+        if self.client_ip.xff_num_trusted_hops != 0
+            || !key::peer_from_forwarded_for(source, headers)
+        {
+            return;
+        }
+        self.counters.client_ip_from_xff.add(host, 1);
+        if !self.warned_client_ip_from_xff.replace(true) {
+            host.log(
+                Level::Warn,
+                &format!(
+                    "palisade.{NAME}: client_ip limits count the address Envoy took from the \
+                     client's own X-Forwarded-For (the HTTP connection manager's default \
+                     use_remote_address: false with xff_num_trusted_hops: 0), so a client \
+                     that rotates the header is never limited: set use_remote_address: true \
+                     on the connection manager (behind N trusted proxies, also its \
+                     xff_num_trusted_hops: N); \
+                     counted as palisade.{NAME}.{CLIENT_IP_FROM_XFF}, warned once per VM"
+                ),
+            );
+        }
     }
 }
 
@@ -274,12 +317,15 @@ impl HttpFilter for RateLimitFilter {
         let grpc = answer::is_grpc(host.request_header("content-type").as_deref());
         let headers = host.request_headers();
         let kind = host.kind();
-        let source = if plugin.needs_source {
+        let source = if rule.uses_client_ip {
             host.property(&["source", "address"])
                 .and_then(|raw| kind.decode_string(&raw))
         } else {
             None
         };
+        if let Some(source) = &source {
+            plugin.check_client_ip_source(host, source, &headers);
+        }
         let claims = if plugin.needs_claims_property {
             let path: Vec<&str> = plugin.claims.property.iter().map(String::as_str).collect();
             host.property(&path)
