@@ -435,6 +435,59 @@ fn remote_jwks_one_fetcher_rotation_and_an_endpoint_down_slow_or_garbage() {
 }
 
 #[test]
+fn remote_jwks_the_first_request_on_a_fresh_envoy_fetches_the_keys_and_waits() {
+    // Nothing fetches from on_configure any more (Kong traps a call made
+    // there): the first request, arriving before any tick (500 ms), finds
+    // no keys, starts the fetch itself, is held until the answer and passes.
+    let upstream = Upstream::start();
+    let idp = Upstream::start();
+    idp.respond(
+        "/jwks",
+        Canned::status(200)
+            .header("content-type", "application/json")
+            .body(BodyKind::Literal(jwks(&["rsa1"]).to_string().into_bytes()))
+            .delay(Duration::from_millis(150)),
+    );
+    let remote = json!({"cluster": "idp", "path": "/jwks", "authority": "idp.test",
+                        "cache_duration_s": 600, "timeout_ms": 1000});
+    let config = json!({
+        "providers": {"corp": provider(json!({"local_jwks": null, "remote_jwks": remote}))},
+        "rules": [{"match": {"prefix": "/"}, "requires": {"provider": "corp"}}]
+    });
+    let envoy = Envoy::start(
+        &EnvoyConfig::new()
+            .upstream(&upstream)
+            .cluster("idp", idp.port())
+            .wasm(jwt_filter(&config)),
+    );
+    let valid = bearer("valid");
+    let started = Instant::now();
+    let r = get(&envoy.url("/a"), &[("authorization", &valid)]);
+    let waited = started.elapsed();
+    assert_eq!(r.status, 200, "{}\n{}", r.text(), envoy.log());
+    assert!(
+        envoy
+            .log()
+            .contains("no keys yet, a request fetches the JWKS"),
+        "the request did not start the fetch:\n{}",
+        envoy.log()
+    );
+    assert!(waited >= Duration::from_millis(150), "held {waited:?}");
+    assert_eq!(
+        upstream.last().unwrap().header_all("x-jwt-sub"),
+        vec!["user-1"]
+    );
+    // One fetch: later requests and ticks use the published set.
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(
+        get(&envoy.url("/a"), &[("authorization", &valid)]).status,
+        200
+    );
+    assert_eq!(idp.received().len(), 1, "one fetch for every VM");
+    assert_eq!(stat(&envoy, "jwks_fetched", 1), 1);
+}
+
+#[test]
 fn chained_after_headers_and_inside_errors() {
     let upstream = Upstream::start();
     let config = json!({"providers": {"corp": provider(json!({}))}, "rules": rules()});

@@ -56,6 +56,18 @@ pub struct Fetcher {
     local_control: Control,
 }
 
+/// Whether [`Fetcher::try_start`] dispatched a fetch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Start {
+    /// The call's token.
+    Started(u32),
+    /// Not due, another fetch holds the lease, or the host is not known yet.
+    NotNow,
+    /// The host refused the call (the reason, for the log); the schedule
+    /// backs off as after a failed fetch.
+    Refused(String),
+}
+
 /// How a finished fetch went, for metrics and logs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fetched {
@@ -64,10 +76,13 @@ pub enum Fetched {
 }
 
 impl Fetcher {
-    pub fn new(kind: HostKind, filter: &str, provider: &str, config: RemoteJwks) -> Fetcher {
+    /// Keys are the same on every host, so the fetcher is built before the
+    /// host is known (Kong reveals itself only in a request).
+    pub fn new(filter: &str, provider: &str, config: RemoteJwks) -> Fetcher {
+        let key = |name: String| HostKind::Unknown.shared_key(filter, &name);
         Fetcher {
-            keys_key: kind.shared_key(filter, &format!("jwks.{provider}")),
-            control_key: kind.shared_key(filter, &format!("fetch.{provider}")),
+            keys_key: key(format!("jwks.{provider}")),
+            control_key: key(format!("fetch.{provider}")),
             provider: provider.to_string(),
             config,
             inflight: None,
@@ -96,23 +111,27 @@ impl Fetcher {
         self.inflight.is_some()
     }
 
-    /// Dispatches a fetch if one is due and this VM wins the lease.
-    pub fn try_start(&mut self, host: &mut dyn Host, trigger: Trigger, now_ns: u64) -> Option<u32> {
+    /// Dispatches a fetch if one is due and this VM wins the lease. On
+    /// Kong the call goes to `authority` (`host:port`), on Envoy to `cluster`.
+    pub fn try_start(&mut self, host: &mut dyn Host, trigger: Trigger, now_ns: u64) -> Start {
         if let Some((_, started)) = self.inflight {
             // A call the host never answered (it should always answer): forget it.
             if now_ns < started.saturating_add(self.lease_ns() + NANOS) {
-                return None;
+                return Start::NotNow;
             }
             self.inflight = None;
         }
         // No call before the host is known (Kong reveals itself only in a
         // request): the lease stays free for a VM that can fetch.
-        let upstream = host
+        let Some(upstream) = host
             .kind()
-            .http_call_upstream(&self.config.cluster, &self.config.authority)?
-            .to_string();
+            .http_call_upstream(&self.config.cluster, &self.config.authority)
+            .map(str::to_string)
+        else {
+            return Start::NotNow;
+        };
         if !self.acquire(host, trigger, now_ns) {
-            return None;
+            return Start::NotNow;
         }
         let headers = [
             (":method", "GET"),
@@ -123,11 +142,17 @@ impl Fetcher {
         match host.http_call(&upstream, &headers, None, self.config.timeout_ms) {
             Ok(token) => {
                 self.inflight = Some((token, now_ns));
-                Some(token)
+                Start::Started(token)
             }
-            Err(_) => {
+            Err(e) => {
                 self.record(host, now_ns, false);
-                None
+                Start::Refused(format!(
+                    "the host refused the call to {upstream:?} ({e:?}: {})",
+                    match host.kind() {
+                        HostKind::Kong => "is authority a reachable host:port?",
+                        _ => "does the cluster exist?",
+                    }
+                ))
             }
         }
     }

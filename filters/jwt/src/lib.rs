@@ -28,7 +28,7 @@ use config::{Backend, Config, OnJwksUnavailable, Unmatched};
 use extractor::{Extraction, Source};
 use jwks::{AlgSet, KeySet};
 use jwks_cache::ProviderKeys;
-use jwks_fetcher::{Fetched, Fetcher, Trigger, NANOS};
+use jwks_fetcher::{Fetched, Fetcher, Start, Trigger, NANOS};
 use jwt_cache::TokenCache;
 use palisade_core::config::ConfigError;
 use palisade_core::host::{CallResponse, Headers};
@@ -137,7 +137,12 @@ pub struct JwtPlugin {
     bypass_cors: bool,
     dry_run: bool,
     realm: String,
-    use_host: bool,
+    /// Decided per request from the stream's host: the root cannot tell
+    /// Kong from Envoy before the first request, and calling
+    /// `verify_signature` on Kong traps.
+    backend: Backend,
+    /// (provider, authority) of every `remote_jwks`, for [`Plugin::check_host`].
+    remotes: Vec<(String, String)>,
     /// Every `claim_to_headers` header: client-sent copies are always removed.
     claim_headers: Vec<String>,
     needs_route_name: bool,
@@ -151,15 +156,36 @@ pub fn config_schema() -> serde_json::Value {
     schemars::schema_for!(Config).to_value()
 }
 
-/// The validation `configure` does, without a host: for `palisade check`.
+/// The validation `configure` and [`Plugin::check_host`] do, without a
+/// host: for `palisade check`.
 pub fn check_config(json: &[u8], host: HostKind) -> Result<(), ConfigError> {
     let config: Config = palisade_core::config::load(json)?;
-    check_host(&config, host)
+    check_host(config.signature_backend, &remotes(&config), host)
 }
 
-/// Features a host lacks are refused by name.
-fn check_host(config: &Config, host: HostKind) -> Result<(), ConfigError> {
-    if config.signature_backend == Backend::Host && !host.has_verify_signature() {
+fn remotes(config: &Config) -> Vec<(String, String)> {
+    config
+        .providers
+        .iter()
+        .filter_map(|(name, p)| {
+            p.remote_jwks
+                .as_ref()
+                .map(|r| (name.clone(), r.authority.clone()))
+        })
+        .collect()
+}
+
+/// Features a host lacks are refused by name. An unknown host refuses
+/// nothing yet: the glue asks again once the first request reveals it.
+fn check_host(
+    backend: Backend,
+    remotes: &[(String, String)],
+    host: HostKind,
+) -> Result<(), ConfigError> {
+    if !host.is_known() {
+        return Ok(());
+    }
+    if backend == Backend::Host && !host.has_verify_signature() {
         return Err(ConfigError::new(
             "signature_backend",
             format!(
@@ -170,12 +196,8 @@ fn check_host(config: &Config, host: HostKind) -> Result<(), ConfigError> {
     }
     if host == HostKind::Kong {
         // Kong calls `host:port` itself; there is no cluster to name.
-        for (name, p) in &config.providers {
-            let Some(remote) = &p.remote_jwks else {
-                continue;
-            };
-            let has_port = remote
-                .authority
+        for (name, authority) in remotes {
+            let has_port = authority
                 .rsplit_once(':')
                 .is_some_and(|(_, port)| port.parse::<u16>().is_ok());
             if !has_port {
@@ -200,8 +222,9 @@ fn source_index(sources: &mut Vec<Source>, source: Source) -> usize {
 }
 
 impl JwtPlugin {
+    /// Nothing here depends on the host: on Kong the root does not know it
+    /// yet (host-specific refusals are [`Plugin::check_host`]'s).
     pub fn new(config: &Config, host: &mut dyn Host) -> Result<JwtPlugin, ConfigError> {
-        check_host(config, host.kind())?;
         let mut sources = Vec::new();
         let mut providers = Vec::new();
         let mut keys = Vec::new();
@@ -246,7 +269,7 @@ impl JwtPlugin {
             fetchers.push(
                 p.remote_jwks
                     .as_ref()
-                    .map(|r| Fetcher::new(host.kind(), NAME, name, r.clone())),
+                    .map(|r| Fetcher::new(NAME, name, r.clone())),
             );
             let claim_to_headers: Vec<(String, String)> = p
                 .claim_to_headers
@@ -305,11 +328,6 @@ impl JwtPlugin {
                 }
             })
             .collect();
-        let use_host = match config.signature_backend {
-            Backend::Auto => host.kind().has_verify_signature(),
-            Backend::Host => true,
-            Backend::Pure => false,
-        };
         let metrics = Metrics::define(host, NAME, &EVENTS, &answer::REASONS);
         if config.dry_run {
             host.log(
@@ -326,7 +344,8 @@ impl JwtPlugin {
             bypass_cors: config.bypass_cors_preflight,
             dry_run: config.dry_run,
             realm: config.realm.clone(),
-            use_host,
+            backend: config.signature_backend,
+            remotes: remotes(config),
             claim_headers,
             counters: Counters::resolve(&metrics),
             metrics,
@@ -338,12 +357,15 @@ impl JwtPlugin {
         })
     }
 
-    /// Whether signatures go to the host's `verify_signature`.
-    pub fn uses_host_signatures(&self) -> bool {
-        self.use_host
+    /// Whether signatures go to the host's `verify_signature` on `kind`:
+    /// only where the host has it (`host` on any other is refused by
+    /// [`Plugin::check_host`]), so an unknown host never gets the call.
+    pub fn uses_host_signatures(&self, kind: HostKind) -> bool {
+        self.backend != Backend::Pure && kind.has_verify_signature()
     }
 
-    /// Adopts sets published by other VMs and starts a due fetch.
+    /// Adopts sets published by other VMs and starts a due fetch (from the
+    /// tick, never from `configure`: Kong traps a call made there).
     pub fn refresh(&self, host: &mut dyn Host) {
         let now = host.now_nanos();
         let mut rt = self.runtime.borrow_mut();
@@ -351,7 +373,35 @@ impl JwtPlugin {
         for (fetcher, keys) in fetchers.iter_mut().zip(keys.iter_mut()) {
             if let Some(f) = fetcher {
                 f.sync(host, keys);
-                f.try_start(host, Trigger::Scheduled, now);
+                self.start_fetch(host, f, Trigger::Scheduled, now);
+            }
+        }
+    }
+
+    /// Starts a fetch if due and this VM wins the lease; a call the host
+    /// refuses (an unknown cluster, say) counts and logs as a failed fetch.
+    fn start_fetch(
+        &self,
+        host: &mut dyn Host,
+        fetcher: &mut Fetcher,
+        trigger: Trigger,
+        now_ns: u64,
+    ) -> Option<u32> {
+        match fetcher.try_start(host, trigger, now_ns) {
+            Start::Started(call) => Some(call),
+            Start::NotNow => None,
+            Start::Refused(why) => {
+                self.counters.jwks_fetch_failed.add(host, 1);
+                let control = fetcher.control(host);
+                host.log(
+                    Level::Warn,
+                    &format!(
+                        "palisade.{NAME}: provider {}: JWKS fetch failed: {why}; retry in {} s",
+                        fetcher.provider,
+                        fetcher.backoff_s(control.failures.max(1))
+                    ),
+                );
+                None
             }
         }
     }
@@ -428,8 +478,24 @@ impl JwtPlugin {
                 cache,
             } = &mut *rt;
             if keys[p].current().is_none() {
-                if let Some(f) = &fetchers[p] {
+                if let Some(f) = fetchers[p].as_mut() {
                     f.sync(host, &mut keys[p]);
+                    // No keys yet (no tick has fetched: on Kong none runs
+                    // before the first request): this request fetches
+                    // them and waits for the answer.
+                    if keys[p].current().is_none() && allow_fetch && pending.is_none() {
+                        if let Some(call) = self.start_fetch(host, f, Trigger::Scheduled, now_ns) {
+                            host.log(
+                                Level::Info,
+                                &format!(
+                                    "palisade.{NAME}: provider {}: no keys yet, a request fetches the JWKS",
+                                    provider.name
+                                ),
+                            );
+                            *pending = Some((p, call));
+                            return Outcome::Pending;
+                        }
+                    }
                 }
             }
             let Some(set) = keys[p].current() else {
@@ -451,13 +517,14 @@ impl JwtPlugin {
             Err(f) => return Outcome::Invalid(f),
         };
         let mut checked = None;
+        let use_host = self.uses_host_signatures(host.kind());
         let result = verifier::verify(
             parsed,
             &keys,
             &provider.policy,
             now_s,
             host,
-            self.use_host,
+            use_host,
             &mut checked,
         );
         match checked {
@@ -508,8 +575,8 @@ impl JwtPlugin {
             if adopted && keys[p].current().is_some_and(|k| k.has_kid(kid)) {
                 None
             } else {
-                let started = if allow_fetch {
-                    fetcher.try_start(host, Trigger::UnknownKid, now_ns)
+                let started = if allow_fetch && pending.is_none() {
+                    self.start_fetch(host, fetcher, Trigger::UnknownKid, now_ns)
                 } else {
                     None
                 };
@@ -551,11 +618,15 @@ impl Plugin for JwtPlugin {
     const NAME: &'static str = NAME;
     type Filter = JwtFilter;
 
+    /// No fetch from here: Kong traps a call made from `on_configure` (and
+    /// its worker exits for good). The tick or the first request fetches.
     fn configure(config: &[u8], host: &mut dyn Host) -> Result<Self, ConfigError> {
         let config: Config = palisade_core::config::load(config)?;
-        let plugin = JwtPlugin::new(&config, host)?;
-        plugin.refresh(host);
-        Ok(plugin)
+        JwtPlugin::new(&config, host)
+    }
+
+    fn check_host(&self, kind: HostKind) -> Result<(), ConfigError> {
+        check_host(self.backend, &self.remotes, kind)
     }
 
     fn new_filter(plugin: &Rc<Self>) -> JwtFilter {
@@ -753,6 +824,8 @@ impl HttpFilter for JwtFilter {
         else {
             return Flow::Continue;
         };
+        let plugin = self.plugin.clone();
+        plugin.finish_fetch(host, token, status, &body);
         let Some(pending) = self.pending.take() else {
             return Flow::Continue;
         };
@@ -760,8 +833,6 @@ impl HttpFilter for JwtFilter {
             self.pending = Some(pending);
             return Flow::Pause;
         }
-        let plugin = self.plugin.clone();
-        plugin.finish_fetch(host, token, status, &body);
         let headers = host.request_headers();
         self.decide(
             host,

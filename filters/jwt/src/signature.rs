@@ -2,7 +2,7 @@
 //! (every host, every algorithm), or Envoy's `verify_signature` foreign
 //! function (BoringSSL in the host: RS*, ES*; about 20x faster in V8).
 //!
-//! The backend is chosen from the host kind at configure time, never probed:
+//! The backend is chosen per request from the stream's host kind, never probed:
 //! calling an unknown foreign function kills a Kong instance.
 
 use crate::jwks::{Alg, Material, PreparedKey};

@@ -253,7 +253,7 @@ fn a_repeated_token_is_verified_once_and_never_past_exp() {
 fn kong_uses_the_pure_path_and_refuses_the_host_backend() {
     let cfg = config_with(provider(json!({})), default_rules());
     let vm = vm_on(&cfg, FakeHost::kong().at_secs(NOW));
-    assert!(!vm.plugin.uses_host_signatures());
+    assert!(!vm.plugin.uses_host_signatures(HostKind::Kong));
     let (_, h) = vm.get("/orders", Some(&rs256(&claims())));
     assert_eq!(status(&h), 0);
     assert!(

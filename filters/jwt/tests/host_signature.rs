@@ -130,7 +130,9 @@ fn on_envoy_signatures_go_to_the_host_and_a_repeated_token_to_the_cache() {
         provider(json!({"algorithms": all})),
         default_rules(),
     ));
-    assert!(vm.plugin.uses_host_signatures());
+    assert!(vm
+        .plugin
+        .uses_host_signatures(palisade_core::HostKind::Envoy));
     for (alg, kid, by_host) in [
         (Algorithm::RS256, "rsa1", true),
         (Algorithm::ES256, "ec1", true),

@@ -7,6 +7,7 @@ mod common;
 use common::*;
 use palisade_core::fake::{FakeHost, RecordedCall};
 use palisade_core::host::CallResponse;
+use palisade_core::host::Phase;
 use palisade_core::{Flow, HttpFilter, Plugin};
 use palisade_jwt::JwtPlugin;
 use serde_json::{json, Value};
@@ -54,11 +55,21 @@ fn jwks_body(kids: &[&str]) -> Vec<u8> {
     jwks(kids).to_string().into_bytes()
 }
 
+/// A VM configured on `host` that has run its first tick (where a
+/// fetch starts; configure never fetches).
+fn ticked(cfg: &Value, host: FakeHost) -> Vm {
+    let mut vm = vm_on(cfg, host);
+    assert!(http_calls(&vm.host).is_empty(), "configure never fetches");
+    vm.host.phase = Phase::Tick;
+    vm.plugin.on_tick(&mut vm.host);
+    vm
+}
+
 #[test]
 fn one_vm_fetches_and_the_others_adopt_its_set() {
     let cfg = remote_config(json!({}));
-    let a = vm(&cfg);
-    let b = vm_on(&cfg, a.host.sibling());
+    let a = ticked(&cfg, FakeHost::new().at_secs(NOW));
+    let b = ticked(&cfg, a.host.sibling());
     let calls = http_calls(&a.host);
     assert_eq!(calls.len(), 1, "the first VM is elected");
     assert!(http_calls(&b.host).is_empty(), "the second sees the lease");
@@ -67,8 +78,10 @@ fn one_vm_fetches_and_the_others_adopt_its_set() {
     assert!(headers.contains(&(":path".into(), "/.well-known/jwks.json".into())));
     assert!(headers.contains(&(":authority".into(), "id.example.com".into())));
 
-    // Before the set arrives: on_jwks_unavailable (deny by default: 401).
+    // Before the set arrives, with the fetch in flight on another VM:
+    // on_jwks_unavailable (deny by default: 401).
     let (_, h) = b.get("/orders", Some(&rs256(&claims())));
+    assert!(http_calls(&h).is_empty(), "the lease is taken");
     assert_eq!(status(&h), 401);
     assert_eq!(h.counter("palisade.jwt.denied.jwks_unavailable"), 1);
 
@@ -92,7 +105,7 @@ fn a_failed_fetch_keeps_the_last_good_set_and_backs_off() {
         json!({"remote_jwks": {"cluster": "idp", "path": "/jwks", "authority": "id",
                                                   "cache_duration_s": 10, "timeout_ms": 500}}),
     );
-    let a = vm(&cfg);
+    let a = ticked(&cfg, FakeHost::new().at_secs(NOW));
     let first = http_calls(&a.host)[0].0;
     let mut h = a.host.sibling();
     h.metric_names = a.host.metric_names.clone();
@@ -148,7 +161,7 @@ fn a_failed_fetch_keeps_the_last_good_set_and_backs_off() {
 #[test]
 fn an_unknown_kid_refetches_once_then_is_remembered() {
     let cfg = remote_config(json!({}));
-    let a = vm(&cfg);
+    let a = ticked(&cfg, FakeHost::new().at_secs(NOW));
     let first = http_calls(&a.host)[0].0;
     let mut h = a.host.sibling();
     a.plugin
@@ -224,8 +237,29 @@ fn an_unknown_kid_refetches_once_then_is_remembered() {
 fn on_jwks_unavailable_deny_unavailable_or_allow() {
     for (policy, want) in [("deny", 401), ("unavailable", 503), ("allow", 0)] {
         let a = vm(&remote_config(json!({"on_jwks_unavailable": policy})));
-        let (_, h) = a.get("/orders", Some(&rs256(&claims())));
+        // No keys yet: the request fetches them; the fetch fails (timeout,
+        // reset), so the policy decides.
+        let auth = format!("Bearer {}", rs256(&claims()));
+        let mut h = a.request("GET", "/orders", &[("authorization", &auth)]);
+        let mut filter = JwtPlugin::new_filter(&a.plugin);
+        assert_eq!(filter.on_request_headers(&mut h, true), Flow::Pause);
+        let token = http_calls(&h)[0].0;
+        let flow = filter.on_call_response(&mut h, answer(token, None, b""));
+        assert_eq!(
+            flow,
+            if want == 0 {
+                Flow::Continue
+            } else {
+                Flow::Pause
+            }
+        );
         assert_eq!(status(&h), want, "{policy}");
+        assert_eq!(h.counter("palisade.jwt.jwks_fetch_failed"), 1);
+        assert!(h.logged(palisade_core::Level::Warn, "JWKS fetch failed: no answer"));
+        // Within the backoff, the next request does not fetch again.
+        let (_, again) = a.get("/orders", Some(&rs256(&claims())));
+        assert!(http_calls(&again).is_empty(), "{policy}: backing off");
+        assert_eq!(status(&again), want, "{policy}");
         if policy == "unavailable" {
             assert_eq!(h.sent.as_ref().unwrap().header("retry-after"), Some("5"));
         }
@@ -240,8 +274,31 @@ fn without_shared_data_each_vm_fetches_for_itself() {
     let cfg = remote_config(json!({}));
     let host = FakeHost::new().at_secs(NOW);
     host.shared.borrow_mut().unavailable = true;
-    let a = vm_on(&cfg, host);
-    let b = vm_on(&cfg, a.host.sibling());
+    let a = ticked(&cfg, host);
+    let b = ticked(&cfg, a.host.sibling());
     assert_eq!(http_calls(&a.host).len(), 1);
     assert_eq!(http_calls(&b.host).len(), 1);
+}
+
+#[test]
+fn a_call_the_host_refuses_is_logged_counted_and_backed_off() {
+    // An unknown cluster: Envoy refuses the dispatch itself, no answer comes.
+    let cfg = remote_config(json!({}));
+    let mut host = FakeHost::new().at_secs(NOW);
+    host.refuse_calls = true;
+    let a = ticked(&cfg, host);
+    assert!(a.host.logged(
+        palisade_core::Level::Warn,
+        "the host refused the call to \"idp\""
+    ));
+    assert_eq!(a.host.counter("palisade.jwt.jwks_fetch_failed"), 1);
+    let mut h = a.host.sibling();
+    h.metric_names = a.host.metric_names.clone();
+    h.phase = Phase::Tick;
+    a.plugin.on_tick(&mut h);
+    assert_eq!(
+        h.counter("palisade.jwt.jwks_fetch_failed"),
+        0,
+        "backing off"
+    );
 }
