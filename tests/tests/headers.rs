@@ -142,6 +142,131 @@ fn a_disallowed_method_gets_405_with_allow_and_problem_json() {
     assert_eq!(request("HEAD", &envoy.url("/"), &[], b"").status, 200);
 }
 
+/// Issue 11, failure 11: TRACE reached the upstream under the defaults.
+/// `{}` now refuses it (405 problem+json). TRACK never reaches the filter
+/// here: Envoy 1.40's HTTP/1 codec knows no such method and answers 400
+/// itself (the filter refuses it on hosts that pass it on, see the unit tests).
+#[test]
+fn trace_gets_405_under_the_defaults_and_neither_trace_nor_track_reach_the_upstream() {
+    let upstream = Upstream::start();
+    let envoy = start(&upstream, "{}");
+    let r = request(
+        "TRACE",
+        &envoy.url("/orders"),
+        &[("cookie", "session=s")],
+        b"",
+    );
+    assert_eq!(r.status, 405, "{}", r.text());
+    assert_eq!(
+        r.header("allow"),
+        Some("GET, HEAD, POST, PUT, DELETE, CONNECT, OPTIONS, PATCH")
+    );
+    assert_eq!(r.header("content-type"), Some("application/problem+json"));
+    let body = r.json();
+    assert_eq!(body["type"], "urn:palisade:problem:method-not-allowed");
+    let id = r.header("x-request-id").expect("x-request-id");
+    assert_eq!(body["request_id"], id);
+    assert!(!r.text().contains("session=s"));
+    assert_eq!(stat(&envoy, "denied.method_not_allowed", 1), 1);
+
+    let r = request("TRACK", &envoy.url("/orders"), &[], b"");
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.text(), "Bad Request", "Envoy's own reply");
+
+    assert!(upstream.received().is_empty(), "{:?}", upstream.received());
+    assert_eq!(get(&envoy.url("/orders"), &[]).status, 200);
+    assert_eq!(request("OPTIONS", &envoy.url("/"), &[], b"").status, 200);
+}
+
+const OVERRIDES: [&str; 3] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
+/// Issue 11, failure 13: a POST carrying `x-http-method-override: DELETE`
+/// reached the upstream with the header intact. By default the override
+/// headers are stripped and a `_method` naming a refused method is 405.
+#[test]
+fn method_overrides_are_stripped_and_refused_by_default() {
+    let upstream = Upstream::start();
+    let envoy = start(
+        &upstream,
+        r#"{"request":{"allowed_methods":["GET","POST"]}}"#,
+    );
+    let overrides: Vec<(&str, &str)> = OVERRIDES.iter().map(|n| (*n, "DELETE")).collect();
+    let r = request("POST", &envoy.url("/orders/1"), &overrides, b"{}");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = upstream.last().expect("forwarded");
+    assert_eq!(seen.method, "POST");
+    for name in OVERRIDES {
+        assert_eq!(seen.header(name), None, "{name} reached the upstream");
+    }
+
+    upstream.clear_received();
+    let r = request("POST", &envoy.url("/orders/1?_method=DELETE"), &[], b"{}");
+    assert_eq!(r.status, 405, "{}", r.text());
+    assert_eq!(r.header("allow"), Some("GET, POST"));
+    assert_eq!(r.header("content-type"), Some("application/problem+json"));
+    let body = r.json();
+    assert_eq!(body["type"], "urn:palisade:problem:method-not-allowed");
+    assert_eq!(body["request_id"].as_str(), r.header("x-request-id"));
+    assert!(!r.text().contains("DELETE"), "{}", r.text());
+    assert!(upstream.received().is_empty());
+    assert_eq!(stat(&envoy, "denied.method_override", 1), 1);
+
+    let r = request("POST", &envoy.url("/orders/1?_method=GET"), &[], b"{}");
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    // Under `{}` too: the headers never reach the upstream.
+    let upstream = Upstream::start();
+    let envoy = start(&upstream, "{}");
+    let r = request("POST", &envoy.url("/orders/1"), &overrides, b"{}");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = upstream.last().expect("forwarded");
+    for name in OVERRIDES {
+        assert_eq!(seen.header(name), None, "{name} reached the upstream");
+    }
+}
+
+/// With `method_override: "keep"` the headers reach the upstream, and the
+/// method it will perform is what `allowed_methods` judges.
+#[test]
+fn kept_method_overrides_are_judged_as_the_method_the_upstream_performs() {
+    let upstream = Upstream::start();
+    let envoy = start(
+        &upstream,
+        r#"{"method_override":"keep","request":{"allowed_methods":["GET","POST"]}}"#,
+    );
+    for name in OVERRIDES {
+        let r = request("POST", &envoy.url("/orders/1"), &[(name, "DELETE")], b"{}");
+        assert_eq!(r.status, 405, "{name}: {}", r.text());
+        assert_eq!(r.header("allow"), Some("GET, POST"));
+        assert_eq!(r.header("content-type"), Some("application/problem+json"));
+        assert!(!r.text().contains("DELETE"), "{}", r.text());
+    }
+    let r = request(
+        "POST",
+        &envoy.url("/orders/1"),
+        &[("x-http-method-override", "SOMETHING")],
+        b"{}",
+    );
+    assert_eq!(r.status, 405, "{}", r.text());
+    assert!(!r.text().contains("SOMETHING"));
+    assert!(upstream.received().is_empty());
+    assert_eq!(stat(&envoy, "denied.method_override", 4), 4);
+
+    let r = request(
+        "POST",
+        &envoy.url("/orders"),
+        &[("x-http-method-override", "GET")],
+        b"{}",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = upstream.last().expect("forwarded");
+    assert_eq!(seen.header_all("x-http-method-override"), ["GET"]);
+}
+
 #[test]
 fn too_many_or_too_large_headers_get_431_before_envoys_own_limits() {
     let upstream = Upstream::start();

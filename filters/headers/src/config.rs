@@ -20,12 +20,35 @@ pub struct Config {
     /// Decide, log and count, but change nothing and let every request through.
     #[serde(default)]
     pub dry_run: bool,
+    /// Method overrides (`x-http-method-override`, `x-http-method`,
+    /// `x-method-override` headers, `_method` query parameter): `strip` (the
+    /// default) removes the headers; `keep` forwards them for upstreams that
+    /// rely on them, and then both the request's method and the override must
+    /// be allowed. Either way a `_method` parameter (which cannot be stripped)
+    /// must name an allowed method. Filter-wide: it decides the method every
+    /// rule matches on.
+    #[serde(default)]
+    pub method_override: MethodOverride,
     #[serde(default)]
     pub request: RequestSettings,
     #[serde(default)]
     pub response: ResponseSettings,
     #[serde(default)]
     pub rules: Vec<RuleConfig>,
+}
+
+/// What the filter does with method overrides. An upstream that honours
+/// them performs the overridden method, so a method rule judged on
+/// `:method` alone would be bypassed by them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum MethodOverride {
+    /// Remove the override headers before the upstream sees them.
+    #[default]
+    Strip,
+    /// Forward them; rules match on the overridden method and
+    /// `allowed_methods` is enforced against it (and against `:method`).
+    Keep,
 }
 
 /// Request overrides; `None` keeps the value of the layer below.
@@ -39,7 +62,8 @@ pub struct RequestSettings {
     #[serde(default, deserialize_with = "double_option")]
     #[schemars(schema_with = "schema::nullable_header_patterns")]
     pub allow_only: Option<Option<Vec<HeaderPattern>>>,
-    /// Else 405; `null` allows every method again in a rule.
+    /// Else 405; `null` (the preset) allows every method but TRACE and TRACK,
+    /// also in a rule. List TRACE to allow it.
     #[serde(default, deserialize_with = "double_option")]
     #[schemars(schema_with = "schema::nullable_methods")]
     pub allowed_methods: Option<Option<Vec<Method>>>,

@@ -1,9 +1,11 @@
 //! `palisade-headers`: request header hygiene and response hardening.
 //!
 //! On requests it strips headers a client must never set (Palisade's own
-//! decisions, the JWT filter's claim headers), optionally everything outside an
-//! allow-list, and refuses requests with a method that is not allowed (405), too
-//! many or too large headers (431) or control characters (400). On responses it
+//! decisions, the JWT filter's claim headers, method-override headers unless
+//! `method_override` is `keep`), optionally everything outside an allow-list,
+//! and refuses requests with a method or method override that is not allowed
+//! (405; TRACE and TRACK by default), too many or too large headers (431) or
+//! control characters (400). On responses it
 //! drops headers that advertise the stack and adds browser security headers.
 //!
 //! Pure core, thin glue: all decisions are plain Rust over [`Host`], tested
@@ -15,7 +17,7 @@ pub mod policy;
 pub mod request;
 pub mod response;
 
-use config::Config;
+use config::{Config, MethodOverride};
 use palisade_core::config::ConfigError;
 use palisade_core::host::Headers;
 use palisade_core::metrics::{Counter, Metrics};
@@ -29,6 +31,10 @@ palisade_core::export_plugin!(HeadersPlugin);
 
 /// The filter's name: metrics `palisade.headers.*`, decision header `x-palisade-headers`.
 pub const NAME: &str = "headers";
+
+/// The decision header `RequestContext::publish` sets (`x-palisade-` and
+/// [`NAME`]): stripped by that set, never removed first.
+const PUBLISHED: &str = "x-palisade-headers";
 
 /// Counters besides the denials (those are counted by
 /// `RequestContext::reject`). Resolved to handles at configure time so
@@ -94,8 +100,7 @@ pub struct HeadersPlugin {
     default: Rc<Policy>,
     rules: Vec<CompiledRule>,
     needs_route_name: bool,
-    /// Whether choosing a rule needs the method (a rule matches on it).
-    rules_match_methods: bool,
+    method_override: MethodOverride,
     metrics: Metrics,
     counters: Counters,
 }
@@ -143,11 +148,10 @@ impl HeadersPlugin {
                 );
             }
         }
-        let rules_match_methods = rules.iter().any(|r| r.matcher.methods.is_some());
         let metrics = Metrics::define(host, NAME, &EVENTS, &request::REASONS);
         HeadersPlugin {
             needs_route_name: needs_route_name(&rules),
-            rules_match_methods,
+            method_override: config.method_override,
             default,
             rules,
             counters: Counters::resolve(&metrics),
@@ -160,20 +164,13 @@ impl HeadersPlugin {
         &self.default
     }
 
-    /// The policy for a request, given its fetched headers; reads `:method`
-    /// and `:path` from them when the host lists pseudo-headers (Envoy) and
-    /// asks for them one by one when it does not (Kong).
-    fn select(&self, host: &dyn Host, headers: &Headers, method: &mut LazyMethod) -> Rc<Policy> {
+    /// The policy for a request: the first rule matching its path and the
+    /// method the upstream will act on.
+    fn select(&self, host: &dyn Host, method: &str, raw_path: &[u8]) -> Rc<Policy> {
         if self.rules.is_empty() {
             return self.default.clone();
         }
-        let method = if self.rules_match_methods {
-            method.get(host)
-        } else {
-            ""
-        };
-        let raw_path = pseudo(host, headers, ":path");
-        let path = palisade_core::path::normalize(&String::from_utf8_lossy(&raw_path));
+        let path = palisade_core::path::normalize(&String::from_utf8_lossy(raw_path));
         let route_name = if self.needs_route_name {
             host.route_name()
         } else {
@@ -238,46 +235,23 @@ pub struct HeadersFilter {
     state: Option<Chosen>,
 }
 
-/// The request's method, read at most once and only when something needs it:
-/// Envoy lists it with the headers, Kong answers it one by one.
-struct LazyMethod<'h> {
-    headers: &'h Headers,
-    value: Option<Cow<'h, [u8]>>,
-}
-
-impl<'h> LazyMethod<'h> {
-    fn new(headers: &'h Headers) -> Self {
-        LazyMethod {
-            headers,
-            value: None,
-        }
-    }
-
-    fn get(&mut self, host: &dyn Host) -> &str {
-        let headers = self.headers;
-        let raw = self
-            .value
-            .get_or_insert_with(|| pseudo(host, headers, ":method"));
-        std::str::from_utf8(raw).unwrap_or("")
-    }
-}
-
 impl HttpFilter for HeadersFilter {
     fn on_request_headers(&mut self, host: &mut dyn Host, _end_of_stream: bool) -> Flow {
         let headers = host.request_headers();
         let plugin = self.plugin.clone();
         let counters = plugin.counters;
         let ctx = RequestContext::from_headers(NAME, &headers);
-        let mut method = LazyMethod::new(&headers);
-        let policy = plugin.select(host, &headers, &mut method);
-        let method = if policy.request.allowed_methods.is_some() {
-            method.get(host)
-        } else {
-            ""
-        };
+        // Every request needs both (TRACE is refused by default, `_method`
+        // is read from the query): free on Envoy, one host call each on Kong.
+        let raw_method = pseudo(host, &headers, ":method");
+        let method = std::str::from_utf8(&raw_method).unwrap_or("");
+        let raw_path = pseudo(host, &headers, ":path");
+        let keep = plugin.method_override == MethodOverride::Keep;
+        let over = request::override_of(&headers, &raw_path, keep);
+        let policy = plugin.select(host, over.effective(method), &raw_path);
 
         let mut shadowed = false;
-        if let Some(denial) = request::check(&policy.request, method, &headers) {
+        if let Some(denial) = request::check(&policy.request, method, over, &headers) {
             let flow = ctx.reject(host, &plugin.metrics, denial, policy.dry_run);
             if flow == Flow::Pause {
                 self.state = Some(Chosen {
@@ -289,7 +263,7 @@ impl HttpFilter for HeadersFilter {
             shadowed = true;
         }
 
-        let (names, fields) = request::to_strip(&policy.request, &headers);
+        let (names, fields) = request::to_strip(&policy.request, &headers, !keep, PUBLISHED);
         if fields > 0 {
             if policy.dry_run {
                 counters.shadow_request_headers_removed.add(host, fields);

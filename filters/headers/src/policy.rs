@@ -30,6 +30,11 @@ pub const DEFAULT_MAX_HEADERS: u32 = 64;
 /// Default total of name + value bytes (Envoy's own limit is 60 KiB).
 pub const DEFAULT_MAX_HEADER_BYTES: u32 = 16 * 1024;
 
+/// Methods refused when no `allowed_methods` list is set: TRACE echoes the
+/// request (cookies and credentials included) back to the client (cross-site
+/// tracing) and TRACK is IIS's alias of it; no API needs either.
+pub const REFUSED_BY_DEFAULT: [&str; 2] = ["TRACE", "TRACK"];
+
 /// Request headers only the proxy or Palisade may set: a client sending them
 /// is spoofing a decision or an identity.
 pub const PRESET_REQUEST_REMOVE: [&str; 2] = ["x-palisade-*", "x-jwt-*"];
@@ -149,10 +154,15 @@ impl Settings {
             }
             *m = unique;
         }
-        let allow_header = methods
-            .as_ref()
-            .map(|m| m.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(", "))
-            .unwrap_or_default();
+        let allowed_names: Vec<&str> = match &methods {
+            Some(m) => m.iter().map(|m| m.as_str()).collect(),
+            None => Method::ALL
+                .iter()
+                .map(|m| m.as_str())
+                .filter(|m| !REFUSED_BY_DEFAULT.contains(m))
+                .collect(),
+        };
+        let allow_header = allowed_names.join(", ");
         Policy {
             dry_run: self.dry_run,
             request: RequestPolicy {
@@ -185,8 +195,10 @@ pub struct Policy {
 pub struct RequestPolicy {
     pub remove: NameSet,
     pub allow_only: Option<NameSet>,
+    /// `None`: every method but [`REFUSED_BY_DEFAULT`].
     pub allowed_methods: Option<Vec<Method>>,
-    /// The `Allow` header of a 405, built once.
+    /// The `Allow` header of a 405, built once (for `None`: the known
+    /// methods but TRACE).
     pub allow_header: String,
     pub max_headers: u32,
     pub max_header_bytes: u32,
@@ -201,6 +213,22 @@ pub struct ResponsePolicy {
 }
 
 impl RequestPolicy {
+    /// Whether a request with this method passes.
+    pub fn allows(&self, method: &str) -> bool {
+        match &self.allowed_methods {
+            Some(allowed) => allowed.iter().any(|m| m.as_str() == method),
+            // Any case: some servers match method names case-insensitively.
+            None => !REFUSED_BY_DEFAULT
+                .iter()
+                .any(|m| m.eq_ignore_ascii_case(method)),
+        }
+    }
+
+    /// The methods a 405 lists (the `Allow` header, split).
+    pub fn allow_list(&self) -> Vec<&str> {
+        self.allow_header.split(", ").collect()
+    }
+
     /// Whether a request header of this (lowercase) name is dropped.
     pub fn drops(&self, name: &str) -> bool {
         if is_protected_request_header(name) {

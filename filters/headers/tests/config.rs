@@ -285,3 +285,37 @@ fn metrics_are_defined_at_configure_time() {
         assert!(names.iter().any(|m| m == n), "{n} not defined: {names:?}");
     }
 }
+
+#[test]
+fn method_override_is_strip_or_keep_at_the_top_level_only() {
+    use palisade_headers::config::MethodOverride;
+    let load = |json: &str| palisade_core::config::load::<Config>(json.as_bytes());
+    assert_eq!(load("{}").unwrap().method_override, MethodOverride::Strip);
+    assert_eq!(
+        load(r#"{"method_override":"strip"}"#)
+            .unwrap()
+            .method_override,
+        MethodOverride::Strip
+    );
+    assert_eq!(
+        load(r#"{"method_override":"keep"}"#)
+            .unwrap()
+            .method_override,
+        MethodOverride::Keep
+    );
+    assert!(err(r#"{"method_override":"allow"}"#).starts_with("method_override: unknown variant"));
+    assert!(err(r#"{"method_override":true}"#).starts_with("method_override:"));
+    assert!(err(r#"{"rules":[{"method_override":"keep"}]}"#)
+        .starts_with("rules[0].method_override: unknown field"));
+
+    let schema = palisade_headers::config_schema();
+    let text = schema.to_string();
+    assert!(
+        text.contains("\"strip\"") && text.contains("\"keep\""),
+        "{text}"
+    );
+    assert!(
+        schema["properties"]["method_override"].is_object(),
+        "{text}"
+    );
+}

@@ -3,7 +3,7 @@
 mod common;
 
 use common::{Setup, KINDS};
-use palisade_core::{Flow, HostKind, Level};
+use palisade_core::{Flow, Host, HostKind, Level};
 
 #[test]
 fn defaults_strip_spoofed_palisade_and_jwt_headers() {
@@ -29,14 +29,8 @@ fn defaults_strip_spoofed_palisade_and_jwt_headers() {
         ] {
             assert!(host.stripped(name), "{kind:?}: {name} reached the upstream");
         }
-        // Published after stripping: exactly one value, ours.
-        let published: Vec<_> = host
-            .request_headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case("x-palisade-headers"))
-            .map(|(_, v)| v.clone())
-            .collect();
-        assert_eq!(published, vec![b"allow".to_vec()], "{kind:?}");
+        // Published over the client's value: the upstream gets ours only.
+        assert_eq!(host.upstream("x-palisade-headers"), ["allow"], "{kind:?}");
         assert_eq!(
             host.req_header("accept").as_deref(),
             Some("application/json")
@@ -54,12 +48,58 @@ fn kong_blanks_stripped_headers_instead_of_removing_them() {
         .host(HostKind::Kong, "GET", "/")
         .with("x-jwt-sub", "admin");
     host.run(&mut setup.filter());
-    assert_eq!(host.req_header("x-jwt-sub").as_deref(), Some(""));
+    assert_eq!(host.upstream("x-jwt-sub"), [""]);
     let mut host = setup
         .host(HostKind::Envoy, "GET", "/")
         .with("x-jwt-sub", "admin");
     host.run(&mut setup.filter());
-    assert_eq!(host.req_header("x-jwt-sub"), None);
+    assert!(host.upstream("x-jwt-sub").is_empty());
+}
+
+/// Issue 11, failure 4: on Kong a removed request header still reaches the
+/// upstream (nginx's proxy module sends it with its hash zeroed) and a later
+/// set adds a second one. A module that believed it ran on Envoy (the old
+/// detection, from a root context) removed, and the client's spoofed
+/// headers reached the upstream; detected as Kong, it overwrites in place.
+#[test]
+fn kong_upstream_never_sees_the_clients_spoofed_headers_once_detected() {
+    let config = r#"{"request":{"remove":["x-palisade-*","x-jwt-*","x-internal-*"]}}"#;
+    let setup = Setup::new(config);
+    let spoofed = |believed: Option<HostKind>| {
+        let mut host = setup
+            .host(HostKind::Kong, "GET", "/orders")
+            .with("x-jwt-sub", "mallory")
+            .with("x-palisade-jwt", "allow")
+            .with("x-palisade-headers", "forged")
+            .with("x-internal-role", "admin")
+            .with("accept", "*/*");
+        host.believed = believed;
+        assert_eq!(host.run(&mut setup.filter()), Flow::Continue);
+        // What a later jwt filter does once it verified a token.
+        host.set_request_header("x-jwt-sub", b"alice");
+        host
+    };
+
+    let misdetected = spoofed(Some(HostKind::Envoy));
+    assert_eq!(misdetected.upstream("x-jwt-sub"), ["mallory", "alice"]);
+    assert_eq!(misdetected.upstream("x-palisade-jwt"), ["allow"]);
+    assert_eq!(misdetected.upstream("x-internal-role"), ["admin"]);
+
+    let detected = spoofed(None);
+    assert_eq!(detected.upstream("x-jwt-sub"), ["alice"]);
+    for name in ["x-palisade-jwt", "x-internal-role"] {
+        assert!(
+            detected.stripped(name),
+            "{name}: {:?}",
+            detected.upstream(name)
+        );
+    }
+    // The decision header is overwritten, never removed then set: one value
+    // even under the mis-detection.
+    for host in [&misdetected, &detected] {
+        assert_eq!(host.upstream("x-palisade-headers"), ["allow"]);
+        assert_eq!(host.upstream("accept"), ["*/*"]);
+    }
 }
 
 #[test]
@@ -73,7 +113,10 @@ fn one_header_fetch_per_request_and_no_property_reads_by_default() {
         let mut filter = setup.filter();
         host.run(&mut filter);
         assert_eq!(host.1.request_headers.get(), 1, "{kind:?}");
-        assert_eq!(host.1.request_header.get(), 0, "{kind:?}");
+        // Kong lists no pseudo-headers: `:method` (TRACE is refused) and
+        // `:path` (`_method` is checked) are asked for one by one.
+        let one_by_one = if kind == HostKind::Kong { 2 } else { 0 };
+        assert_eq!(host.1.request_header.get(), one_by_one, "{kind:?}");
         assert_eq!(host.1.property.get(), 0, "{kind:?}");
         host.respond(&mut filter, 200, &[("server", "nginx")]);
         assert_eq!(host.1.response_headers.get(), 1, "{kind:?}");
@@ -101,7 +144,7 @@ fn a_clean_exchange_makes_no_metric_or_log_calls() {
 }
 
 #[test]
-fn kong_pseudo_headers_are_read_one_by_one_only_when_needed() {
+fn kong_pseudo_headers_are_read_one_by_one_once_each() {
     let setup = Setup::new(
         r#"{"rules":[{"match":{"prefix":"/admin"},"request":{"allowed_methods":["GET"]}}]}"#,
     );
@@ -113,18 +156,12 @@ fn kong_pseudo_headers_are_read_one_by_one_only_when_needed() {
     assert_eq!(
         kong.1.request_header.get(),
         2,
-        ":path to match, :method to check"
+        ":path to match and for _method, :method to check, each once"
     );
     assert_eq!(kong.sent.as_ref().map(|s| s.status), Some(405));
-    // Outside the rule nothing needs the method.
     let mut kong = setup.host(HostKind::Kong, "POST", "/other");
     assert_eq!(kong.run(&mut setup.filter()), Flow::Continue);
-    assert_eq!(kong.1.request_header.get(), 1, ":path only");
-    // Without rules nothing needs the path either.
-    let plain = Setup::new("{}");
-    let mut kong = plain.host(HostKind::Kong, "POST", "/other");
-    kong.run(&mut plain.filter());
-    assert_eq!(kong.1.request_header.get(), 0);
+    assert_eq!(kong.1.request_header.get(), 2);
 }
 
 #[test]

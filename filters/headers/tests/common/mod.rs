@@ -77,12 +77,20 @@ impl TestHost {
         self
     }
 
-    /// Whether the upstream will not see `name`: absent on Envoy, blanked on Kong.
+    /// Whether the upstream receives no client value of `name`: absent on
+    /// Envoy; on Kong, blanked in place (a removal there still reaches the
+    /// upstream, which `upstream_header_values` shows).
     pub fn stripped(&self, name: &str) -> bool {
+        let values = self.0.upstream_header_values(name);
         match self.0.kind {
-            HostKind::Envoy => self.0.req_header(name).is_none(),
-            _ => self.0.req_header(name).is_none_or(|v| v.is_empty()),
+            HostKind::Envoy => values.is_empty(),
+            _ => values.iter().all(|v| v.is_empty()),
         }
+    }
+
+    /// Every value of `name` the upstream receives.
+    pub fn upstream(&self, name: &str) -> Vec<String> {
+        self.0.upstream_header_values(name)
     }
 
     /// Every log line, for checks that nothing from the request leaks.
@@ -141,8 +149,9 @@ impl DerefMut for TestHost {
 }
 
 impl Host for TestHost {
+    /// What the module believes (`believed` stages a mis-detection).
     fn kind(&self) -> HostKind {
-        self.0.kind
+        Host::kind(&self.0)
     }
     fn request_headers(&self) -> Rc<Headers> {
         if self.1.in_response.get() {
