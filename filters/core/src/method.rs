@@ -19,14 +19,16 @@ pub const OVERRIDE_HEADERS: [&str; 3] = [
 /// The query parameter Laravel, Rails and Symfony read for the same purpose.
 pub const OVERRIDE_PARAM: &str = "_method";
 
-/// A method override the request carries: the first override header, else
-/// the `_method` query parameter of `raw_path`, uppercased as the
-/// frameworks do.
+/// A method override the request carries: the first non-empty override
+/// header, else the `_method` query parameter of `raw_path`, uppercased as
+/// the frameworks do. Empty values are no override: frameworks ignore them,
+/// and on Kong a header the headers filter stripped is left empty.
 pub fn override_in(headers: &Headers, raw_path: &str) -> Option<String> {
     OVERRIDE_HEADERS
         .iter()
-        .find_map(|h| find(headers, h))
+        .filter_map(|h| find(headers, h))
         .map(|v| String::from_utf8_lossy(v).trim().to_ascii_uppercase())
+        .find(|v| !v.is_empty())
         .or_else(|| override_param(raw_path))
 }
 
@@ -37,10 +39,12 @@ pub fn override_param(raw_path: &str) -> Option<String> {
     query.split('&').find_map(|pair| {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
         let name = crate::path::percent_decode_bytes(name.as_bytes());
-        (name == OVERRIDE_PARAM.as_bytes()).then(|| {
-            let value = crate::path::percent_decode_bytes(value.replace('+', " ").as_bytes());
-            String::from_utf8_lossy(&value).trim().to_ascii_uppercase()
-        })
+        if name != OVERRIDE_PARAM.as_bytes() {
+            return None;
+        }
+        let value = crate::path::percent_decode_bytes(value.replace('+', " ").as_bytes());
+        let value = String::from_utf8_lossy(&value).trim().to_ascii_uppercase();
+        (!value.is_empty()).then_some(value)
     })
 }
 

@@ -211,6 +211,11 @@ fn the_effective_method_follows_every_override_the_frameworks_honour() {
     );
     assert_eq!(effective("POST", &h(&[]), "/o?a=1&%5Fmethod=put#x"), "PUT");
     assert_eq!(override_param("/o?method=PUT"), None);
+    // Empty is no override: on Kong a stripped header stays, empty.
+    assert_eq!(
+        effective("POST", &h(&[("x-http-method-override", "")]), "/o?_method="),
+        "POST"
+    );
     // A header wins over the query, as in Express.
     assert_eq!(
         effective(
