@@ -32,6 +32,7 @@ pub mod envoy;
 pub mod paths;
 pub mod ports;
 pub mod ratelimit_support;
+pub mod readme;
 pub mod upstream;
 mod yaml;
 
