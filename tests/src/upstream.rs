@@ -13,8 +13,11 @@
 //! | `x-echo-body: text` | literal body |
 //! | `x-echo-body-kind: java-stack \| python-stack \| huge:<bytes> \| chunked:<n>x<bytes> \| slow:<n>x<ms> \| empty \| echo` | generated body, see `BodyKind` |
 //! | `x-echo-delay-ms: 2000` | waits before sending the response head |
+//! | `x-echo-gzip: if-accepted` | gzips a complete body when the request's `accept-encoding` allows gzip, as real servers do |
 //!
-//! Headers win over a canned response for the same request.
+//! Headers win over a canned response for the same request. Compression runs
+//! the system's `gzip` (Debian's essential set), so the harness needs no
+//! compression crate and the bytes are what a real server tool writes.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::convert::Infallible;
@@ -139,6 +142,8 @@ pub struct Canned {
     pub body_kind: BodyKind,
     /// Wait before sending the response head.
     pub delay: Option<Duration>,
+    /// Gzip the body when the client accepts gzip (`content-encoding: gzip`).
+    pub gzip_if_accepted: bool,
 }
 
 impl Canned {
@@ -165,6 +170,12 @@ impl Canned {
     /// Sets a delay before the response head.
     pub fn delay(mut self, delay: Duration) -> Canned {
         self.delay = Some(delay);
+        self
+    }
+
+    /// Gzips the body when the request's `accept-encoding` allows it.
+    pub fn gzip_if_accepted(mut self) -> Canned {
+        self.gzip_if_accepted = true;
         self
     }
 }
@@ -364,6 +375,8 @@ struct Plan {
     body_kind: BodyKind,
     literal: Option<Vec<u8>>,
     delay: Option<Duration>,
+    /// Gzip the body: asked for, and the client accepts gzip.
+    gzip: bool,
 }
 
 async fn handle(
@@ -427,8 +440,16 @@ fn plan(req: &Received, state: &State) -> Result<Plan, String> {
             plan.headers = c.headers.clone();
             plan.body_kind = c.body_kind.clone();
             plan.delay = c.delay;
+            plan.gzip = c.gzip_if_accepted;
         }
     }
+    if let Some(v) = req.header("x-echo-gzip") {
+        if v.trim() != "if-accepted" {
+            return Err(format!("bad x-echo-gzip {v:?}: expected `if-accepted`"));
+        }
+        plan.gzip = true;
+    }
+    plan.gzip = plan.gzip && accepts_gzip(req.header_all("accept-encoding"));
     if let Some(s) = req.header("x-echo-status") {
         plan.status = s
             .trim()
@@ -459,6 +480,52 @@ fn plan(req: &Received, state: &State) -> Result<Plan, String> {
         plan.delay = Some(Duration::from_millis(ms));
     }
     Ok(plan)
+}
+
+/// Whether `accept-encoding` allows gzip (a `gzip` or `*` coding without `q=0`).
+fn accepts_gzip(values: Vec<&str>) -> bool {
+    values.iter().flat_map(|v| v.split(',')).any(|coding| {
+        let mut parts = coding.split(';').map(str::trim);
+        let name = parts.next().unwrap_or("").to_ascii_lowercase();
+        let refused = parts.any(|p| {
+            p.strip_prefix("q=")
+                .and_then(|q| q.trim().parse::<f32>().ok())
+                .is_some_and(|q| q == 0.0)
+        });
+        (name == "gzip" || name == "x-gzip" || name == "*") && !refused
+    })
+}
+
+/// `bytes` through the system's `gzip -c -n`.
+pub fn gzip(bytes: &[u8]) -> Result<Vec<u8>, String> {
+    run_gzip(&["-c", "-n"], bytes)
+}
+
+/// `bytes` through the system's `gzip -d -c`: what a client would read.
+pub fn gunzip(bytes: &[u8]) -> Result<Vec<u8>, String> {
+    run_gzip(&["-d", "-c"], bytes)
+}
+
+fn run_gzip(args: &[&str], bytes: &[u8]) -> Result<Vec<u8>, String> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("gzip")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run gzip: {e}"))?;
+    let mut stdin = child.stdin.take().ok_or("gzip has no stdin")?;
+    let input = bytes.to_vec();
+    // Written from another thread: a body bigger than the pipe would block.
+    let writer = std::thread::spawn(move || stdin.write_all(&input));
+    let output = child
+        .wait_with_output()
+        .map_err(|e| format!("gzip failed: {e}"))?;
+    match writer.join() {
+        Ok(Ok(())) if output.status.success() => Ok(output.stdout),
+        _ => Err(format!("gzip failed: {}", output.status)),
+    }
 }
 
 fn build(plan: Plan, echo: &Value) -> Response<EchoBody> {
@@ -501,6 +568,22 @@ fn build(plan: Plan, echo: &Value) -> Response<EchoBody> {
         Ok(s) => s,
         Err(_) => return plain(400, &format!("echo upstream: bad status {status}")),
     };
+    if plan.gzip {
+        if let EchoBody::Full(Some(bytes)) = response.body_mut() {
+            match gzip(bytes) {
+                Ok(zipped) => *bytes = Bytes::from(zipped),
+                Err(e) => return plain(500, &format!("echo upstream: {e}")),
+            }
+            response.headers_mut().insert(
+                hyper::header::CONTENT_ENCODING,
+                HeaderValue::from_static("gzip"),
+            );
+        }
+        response.headers_mut().insert(
+            hyper::header::VARY,
+            HeaderValue::from_static("accept-encoding"),
+        );
+    }
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     let mut replaced: Vec<HeaderName> = Vec::new();
@@ -630,6 +713,19 @@ mod tests {
         );
         assert!("huge:x".parse::<BodyKind>().is_err());
         assert!("nope".parse::<BodyKind>().is_err());
+    }
+
+    #[test]
+    fn gzip_is_offered_only_where_accepted() {
+        assert!(accepts_gzip(vec!["gzip, deflate, br"]));
+        assert!(accepts_gzip(vec!["br;q=1.0, GZIP;q=0.5"]));
+        assert!(accepts_gzip(vec!["*"]));
+        assert!(!accepts_gzip(vec!["gzip;q=0", "br"]));
+        assert!(!accepts_gzip(vec![]));
+        let zipped = gzip(b"hello").expect("gzip");
+        assert_eq!(&zipped[..2], &[0x1f, 0x8b]);
+        assert_eq!(gunzip(&zipped).expect("gunzip"), b"hello");
+        assert!(gunzip(b"not gzip").is_err());
     }
 
     #[test]

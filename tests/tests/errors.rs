@@ -15,7 +15,7 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use palisade_tests::client::{raw_http, raw_request, request, try_request};
-use palisade_tests::upstream::{JAVA_STACK, PYTHON_STACK};
+use palisade_tests::upstream::{gunzip, gzip, JAVA_STACK, PYTHON_STACK};
 use palisade_tests::*;
 use serde_json::{json, Value};
 
@@ -362,29 +362,39 @@ fn hold_headers_with_allow_on_headers_stop_iteration_masks_completely() {
 }
 
 /// Documents why `hold_headers` needs `allow_on_headers_stop_iteration`:
-/// without it, Envoy turns the Pause into stop-all-iteration, the body
-/// callbacks never come and the response never completes.
+/// without it, Envoy turns the Pause into stop-all-iteration and the body
+/// callbacks never come. The response is held; the core's watchdog then
+/// answers it with a 500 and one error line naming the missing setting,
+/// instead of leaving the client waiting.
 #[test]
-fn hold_headers_without_allow_on_headers_stop_iteration_hangs() {
+fn hold_headers_without_allow_on_headers_stop_iteration_fails_loudly() {
     let upstream = Upstream::start();
     let envoy = start(&upstream, errors(json!({"hold_headers": true})));
-    let started = Instant::now();
-    let (bytes, closed) = read_until_close(
-        envoy.listener_addr(),
-        &raw_request(
-            "GET",
-            "/x",
-            &[("x-echo-status", "404"), ("x-echo-body", "clean")],
-            b"",
-        ),
-        Duration::from_secs(3),
+    let request = raw_request(
+        "GET",
+        "/x",
+        &[("x-echo-status", "404"), ("x-echo-body", "clean")],
+        b"",
     );
+    let started = Instant::now();
+    let (bytes, _) = read_until_close(envoy.listener_addr(), &request, Duration::from_secs(3));
     assert!(
-        bytes.is_empty() && !closed,
-        "expected a hang, got {:?} after {:?}",
+        bytes.is_empty(),
+        "held while the watchdog waits, got {:?} after {:?}",
         String::from_utf8_lossy(&bytes),
         started.elapsed()
     );
+    let r = raw_http(envoy.listener_addr(), &request);
+    assert_eq!(
+        r.status,
+        Some(500),
+        "{:?}",
+        String::from_utf8_lossy(&r.body)
+    );
+    let v: Value = serde_json::from_slice(&r.body).expect("a problem document");
+    assert_eq!(v["status"], 500);
+    let log = wait_for_log(&envoy, &["allow_on_headers_stop_iteration"]);
+    assert!(log.contains("answered 500"), "{log}");
     // Bodiless responses and non-candidates are not held.
     assert_eq!(get(&envoy.url("/ok"), &[]).status, 200);
 }
@@ -811,4 +821,122 @@ fn a_leaky_404_followed_by_trailers_is_masked() {
     assert!(!wire.contains("/srv/app"), "{wire}");
     assert!(wire.contains("\"status\":404"), "{wire}");
     assert_eq!(metric(&envoy, "masked.leak", 1), Some(1));
+}
+
+/// An upstream that gzips its error pages for clients that accept gzip (most
+/// do): the 404's Java stack trace must not reach the client. It used to
+/// pass unscanned, so any client could switch leak detection off.
+#[test]
+fn a_gzipped_leaky_404_is_masked_for_a_client_that_accepts_gzip() {
+    let upstream = Upstream::start();
+    upstream.respond(
+        "/orders",
+        Canned::status(404)
+            .body(BodyKind::JavaStack)
+            .gzip_if_accepted(),
+    );
+    let clean = r#"{"error":"order 42 not found"}"#;
+    upstream.respond(
+        "/clean",
+        Canned::status(404)
+            .header("content-type", "application/json")
+            .body(BodyKind::Literal(clean.as_bytes().to_vec()))
+            .gzip_if_accepted(),
+    );
+    let envoy = start(&upstream, errors(json!({})));
+    let accept = [("accept-encoding", "gzip, deflate, br")];
+
+    let r = get(&envoy.url("/orders/7"), &accept);
+    assert_eq!(r.status, 404);
+    // The headers left saying gzip before the body was seen: the problem is gzipped too.
+    assert_eq!(
+        r.header("content-encoding"),
+        Some("gzip"),
+        "{:?}",
+        r.headers
+    );
+    let body = gunzip(&r.body).expect("the client can gunzip the answer");
+    assert!(
+        !String::from_utf8_lossy(&body).contains("java."),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    let v: Value = serde_json::from_slice(&body).expect("a problem document");
+    assert_eq!(
+        (v["status"].as_u64(), v["title"].as_str()),
+        (Some(404), Some("Not Found"))
+    );
+    assert_eq!(metric(&envoy, "masked.leak", 1), Some(1));
+    let log = wait_for_log(&envoy, &["masked 404 (leak: java_stack)"]);
+    assert!(
+        log.contains("body starts: \"java.lang.NullPointerException"),
+        "{log}"
+    );
+
+    // A clean gzipped 404 passes byte for byte.
+    let r = get(&envoy.url("/clean"), &accept);
+    assert_eq!(r.status, 404);
+    assert_eq!(r.header("content-encoding"), Some("gzip"));
+    assert_eq!(r.body, gzip(clean.as_bytes()).expect("gzip"));
+    assert!(metric(&envoy, "passed", 1) >= Some(1));
+
+    // Without accept-encoding the same upstream answers plain: masked as before.
+    let r = get(&envoy.url("/orders/8"), &[]);
+    assert_eq!(r.header("content-encoding"), None);
+    assert_eq!(r.json()["status"], 404);
+    assert_eq!(metric(&envoy, "masked.leak", 2), Some(2));
+}
+
+#[test]
+fn hold_headers_masks_a_gzipped_leak_with_a_plain_problem() {
+    let upstream = Upstream::start();
+    upstream.respond(
+        "/orders",
+        Canned::status(404)
+            .header("server", "Apache-Coyote/1.1")
+            .body(BodyKind::JavaStack)
+            .gzip_if_accepted(),
+    );
+    let envoy = start(
+        &upstream,
+        errors(json!({"hold_headers": true})).allow_on_headers_stop_iteration(true),
+    );
+    let r = get(&envoy.url("/orders/7"), &[("accept-encoding", "gzip")]);
+    assert_problem(&r, 404);
+    assert_eq!(r.header("content-encoding"), None);
+    assert_eq!(r.header("server"), None);
+}
+
+#[test]
+fn undecodable_compressed_404s_are_masked_by_default_and_pass_when_configured() {
+    let upstream = Upstream::start();
+    upstream.respond(
+        "/zstd",
+        Canned::status(404)
+            .header("content-encoding", "zstd")
+            .body(BodyKind::Literal(b"\x28\xb5\x2f\xfdnot really".to_vec())),
+    );
+    upstream.respond(
+        "/corrupt",
+        Canned::status(404)
+            .header("content-encoding", "gzip")
+            .body(BodyKind::Literal(b"\x1f\x8b\x08\x00garbage".to_vec())),
+    );
+    let envoy = start(&upstream, errors(json!({})));
+    // An unknown coding is decided from the headers: a full problem.
+    let r = get(&envoy.url("/zstd"), &[]);
+    assert_problem(&r, 404);
+    assert_eq!(r.header("content-encoding"), None);
+    // A corrupt gzip body: masked, gzipped as its headers said.
+    let r = get(&envoy.url("/corrupt"), &[]);
+    assert_eq!(r.status, 404);
+    let v: Value = serde_json::from_slice(&gunzip(&r.body).expect("gunzip")).expect("problem");
+    assert_eq!(v["status"], 404);
+    assert_eq!(metric(&envoy, "masked.undecodable", 2), Some(2));
+    drop(envoy);
+
+    let envoy = start(&upstream, errors(json!({"undecodable": "pass"})));
+    let r = get(&envoy.url("/corrupt"), &[]);
+    assert_eq!(r.body, b"\x1f\x8b\x08\x00garbage");
+    assert_eq!(metric(&envoy, "leak_scan_skipped", 1), Some(1));
 }

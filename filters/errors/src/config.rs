@@ -81,11 +81,26 @@ pub struct RawConfig {
     /// Decide, log and count, but change nothing.
     #[serde(default)]
     pub dry_run: bool,
+    /// A compressed leak candidate that cannot be inflated completely within
+    /// `scan_bytes` (unknown or stacked coding, corrupt, bigger): `mask` it
+    /// or let it `pass` unscanned.
+    #[serde(default)]
+    pub undecodable: Undecodable,
     /// Response media types that are never touched (streams).
     #[serde(default = "default_stream_types")]
     pub stream_content_types: Vec<String>,
     #[serde(default)]
     pub rules: Vec<RuleConfig>,
+}
+
+/// What happens to a compressed leak candidate whose body gives no verdict:
+/// a leak could hide in what was not inflated, so masking is the default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Undecodable {
+    #[default]
+    Mask,
+    Pass,
 }
 
 /// `{ "match": {...}, ...overrides }`: unset fields keep the top-level value.
@@ -107,6 +122,7 @@ pub struct RuleConfig {
     pub strip_headers: Option<Vec<StripPattern>>,
     pub hold_headers: Option<bool>,
     pub dry_run: Option<bool>,
+    pub undecodable: Option<Undecodable>,
 }
 
 impl Rule for RuleConfig {
@@ -152,6 +168,7 @@ pub struct Policy {
     pub strip_headers: Vec<StripPattern>,
     pub hold_headers: bool,
     pub dry_run: bool,
+    pub undecodable: Undecodable,
 }
 
 /// The compiled config shared by every request of a VM.
@@ -188,6 +205,7 @@ impl Config {
             strip_headers: raw.strip_headers,
             hold_headers: raw.hold_headers,
             dry_run: raw.dry_run,
+            undecodable: raw.undecodable,
         };
         let needs_route_name = route::needs_route_name(&raw.rules);
         let rules = raw
@@ -205,6 +223,7 @@ impl Config {
                         .unwrap_or_else(|| default.strip_headers.clone()),
                     hold_headers: r.hold_headers.unwrap_or(default.hold_headers),
                     dry_run: r.dry_run.unwrap_or(default.dry_run),
+                    undecodable: r.undecodable.unwrap_or(default.undecodable),
                 };
                 (r.matcher, policy)
             })

@@ -8,12 +8,13 @@
 //! The original body's first bytes are logged for operators.
 //!
 //! Layout: [`config`] (JSON in, compiled policy out), [`status`] (status
-//! classes), [`strip`] (leaky headers), [`leaks`] (leak patterns), [`grpc`]
-//! (gRPC status handling), [`excerpt`] (log-safe body excerpts) and [`mask`]
+//! classes), [`strip`] (leaky headers), [`leaks`] (leak patterns), [`decode`]
+//! (compressed bodies), [`grpc`] (gRPC status handling), [`excerpt`] (log-safe body excerpts) and [`mask`]
 //! (the per-response state machine). Decisions are plain Rust over
 //! [`palisade_core::Host`]; the proxy-wasm glue is the core's.
 
 pub mod config;
+pub mod decode;
 pub mod excerpt;
 pub mod grpc;
 pub mod leaks;
@@ -62,6 +63,14 @@ impl Plugin for ErrorsPlugin {
 
     fn new_filter(plugin: &Rc<Self>) -> ErrorsFilter {
         ErrorsFilter::new(plugin.clone())
+    }
+
+    /// `hold_headers` pauses a leak candidate's response headers until its
+    /// body is scanned: without `allow_on_headers_stop_iteration` Envoy never
+    /// delivers that body, and the glue's watchdog then answers and names it.
+    fn holds_response_headers(&self) -> bool {
+        let config = &self.config;
+        config.default.hold_headers || config.rules.iter().any(|(_, p)| p.hold_headers)
     }
 }
 

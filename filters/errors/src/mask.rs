@@ -11,12 +11,14 @@
 //!   becomes the problem and every later chunk becomes empty, so a 10 MB
 //!   error body is dropped as it streams instead of being held in memory;
 //! * **scan** (leak candidates): the body is buffered up to `scan_bytes`,
-//!   then replaced by the problem or released unchanged;
+//!   inflated first if compressed (see [`crate::decode`]), then replaced by
+//!   the problem or released unchanged;
 //! * **shadow** (`dry_run`): the body is only read, to log and to scan;
 //! * **gRPC**: `grpc-message` is made generic in the headers (trailers-only
 //!   responses) or the trailers; the body is never touched.
 
-use crate::config::Policy;
+use crate::config::{Policy, Undecodable};
+use crate::decode::{self, Coding, Framing};
 use crate::excerpt::printable;
 use crate::grpc;
 use crate::strip::strips;
@@ -63,9 +65,11 @@ pub const EVENTS: &[&str] = &[
     "masked.status",
     "masked.leak",
     "masked.grpc",
+    "masked.undecodable",
     "shadow_masked.status",
     "shadow_masked.leak",
     "shadow_masked.grpc",
+    "shadow_masked.undecodable",
     "passed",
     "own_problem_passed",
     "leak_scan_skipped",
@@ -81,18 +85,88 @@ enum State {
     Replied,
     /// Headers rewritten; the body becomes the problem as it streams.
     Replace { status: u16, emitted: bool },
-    /// A leak candidate's body is being buffered (`held`: headers paused too).
-    Scan { status: u16, held: bool },
+    /// A leak candidate's body is being buffered (`held`: headers paused
+    /// too; `paused`: a body callback already returned Pause).
+    Scan {
+        status: u16,
+        held: bool,
+        paused: bool,
+        coding: Coding,
+    },
     /// The problem was written: every later chunk is dropped.
     Drain,
     /// `dry_run`: the body is read, never changed.
     Shadow {
         status: u16,
         leak_candidate: bool,
+        coding: Coding,
         seen: Vec<u8>,
     },
     /// A gRPC response whose status comes in the trailers.
     GrpcTrailers,
+}
+
+/// Why a response is masked whatever its body says.
+#[derive(Debug, Clone)]
+enum Cause {
+    Status,
+    /// A leak candidate in a coding the filter cannot inflate.
+    Undecodable(String),
+}
+
+impl Cause {
+    fn event(&self) -> &'static str {
+        match self {
+            Cause::Status => "status",
+            Cause::Undecodable(_) => "undecodable",
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Cause::Status => "status".to_string(),
+            Cause::Undecodable(why) => format!("undecodable: {why}"),
+        }
+    }
+}
+
+/// What a leak candidate's buffered body says.
+enum Verdict {
+    Leak(Vec<String>),
+    Clean,
+    /// Compressed, and not inflated completely within `scan_bytes`.
+    Undecodable(String),
+}
+
+/// A buffered body judged: the verdict, the decoded bytes (for the log) and
+/// the framing a replacement must be encoded in when headers already left.
+struct Judged {
+    verdict: Verdict,
+    decoded: Vec<u8>,
+    framing: Option<Framing>,
+}
+
+/// Replaces the whole current body buffer (`size` bytes) with `data`.
+/// Kong writes only the first `size` bytes of `data` but clears the buffer
+/// from `start` whatever the size (ngx_wasm_module's
+/// `ngx_http_wasm_set_resp_body`), so there the size must cover `data`;
+/// Envoy drains exactly `size` bytes before prepending `data`.
+fn replace_body(host: &mut dyn Host, size: usize, data: &[u8]) {
+    let len = if host.kind().cuts_body_replacement_to_size() {
+        size.max(data.len())
+    } else {
+        size
+    };
+    host.set_response_body(0, len, data);
+}
+
+/// Kong, after a Pause in a body callback, buffers the body until its end
+/// or until `wasm_response_body_buffers` are full, then calls the filter
+/// once more and turns another Pause into Continue ("response body
+/// buffering already requested"): that call must decide. Envoy calls again
+/// with every chunk, the buffer growing.
+fn decides_after_one_pause(kind: HostKind) -> bool {
+    kind != HostKind::Envoy
 }
 
 /// Where a gRPC status was found.
@@ -289,12 +363,14 @@ impl ErrorsFilter {
         policy: &Policy,
         status: u16,
         eos: bool,
+        cause: Cause,
     ) -> Flow {
         let kind = host.kind();
         let bodiless = eos && kind.trusts_end_of_stream_in_headers();
+        let reason = cause.describe();
         if policy.dry_run {
-            self.count(host, "shadow_masked.status");
-            let message = format!("dry_run: would mask {status} (status)");
+            self.count(host, &format!("shadow_masked.{}", cause.event()));
+            let message = format!("dry_run: would mask {status} ({reason})");
             if bodiless {
                 self.defer_log(host, message);
                 self.flush_log(host);
@@ -304,14 +380,15 @@ impl ErrorsFilter {
                 self.state = State::Shadow {
                     status,
                     leak_candidate: false,
+                    coding: Coding::Identity,
                     seen: Vec::new(),
                 };
             }
             return Flow::Continue;
         }
-        self.count(host, "masked.status");
+        self.count(host, &format!("masked.{}", cause.event()));
         if bodiless && kind.local_reply_from_response_headers() {
-            self.defer_log(host, format!("masked {status} (status)"));
+            self.defer_log(host, format!("masked {status} ({reason})"));
             self.flush_log(host);
             let carried = self.carried_headers(host, policy);
             let extra: Vec<(&str, &str)> = carried
@@ -323,7 +400,7 @@ impl ErrorsFilter {
             return Flow::Pause;
         }
         self.rewrite_headers(host, policy, status);
-        self.defer_log(host, format!("masked {status} (status)"));
+        self.defer_log(host, format!("masked {status} ({reason})"));
         if bodiless {
             // No body will come and no local reply is possible: headers only.
             self.flush_log(host);
@@ -348,31 +425,91 @@ impl ErrorsFilter {
         if eos && kind.trusts_end_of_stream_in_headers() {
             return self.pass(host);
         }
-        let encoding = host.response_header("content-encoding");
-        if encoding.is_some_and(|e| !e.trim_ascii().eq_ignore_ascii_case(b"identity")) {
-            // A compressed body cannot be scanned without inflating it in the VM.
-            self.count(host, "leak_scan_skipped");
-            return self.pass(host);
+        let coding = Coding::parse(host.response_header("content-encoding").as_deref());
+        if let Coding::Other(name) = &coding {
+            // Nothing to scan: the rule decides before any body arrives.
+            return match policy.undecodable {
+                Undecodable::Mask => {
+                    let cause = Cause::Undecodable(format!("content-encoding {name}"));
+                    self.mask_status(host, policy, status, eos, cause)
+                }
+                Undecodable::Pass => {
+                    self.count(host, "leak_scan_skipped");
+                    self.pass(host)
+                }
+            };
         }
         if policy.dry_run {
             self.state = State::Shadow {
                 status,
                 leak_candidate: true,
+                coding,
                 seen: Vec::new(),
             };
             return Flow::Continue;
         }
+        // Kong drops a filter that pauses here for the rest of the request
+        // (its body would leave unscanned): there the body is buffered and
+        // replaced in the body callbacks instead.
         if policy.hold_headers && kind.honours_pause_in_response_headers() {
-            self.state = State::Scan { status, held: true };
+            self.state = State::Scan {
+                status,
+                held: true,
+                paused: false,
+                coding,
+            };
             return Flow::Pause;
         }
-        // Headers leave now: the body may change length.
+        // Headers leave now: the body may change length. A compressed body
+        // keeps its `content-encoding`: a mask is encoded the same way.
         host.remove_response_header("content-length");
         self.state = State::Scan {
             status,
             held: false,
+            paused: false,
+            coding,
         };
         Flow::Continue
+    }
+
+    /// Scans a leak candidate's buffered body: `raw` is its first
+    /// `scan_bytes`, `whole` when nothing follows them.
+    fn judge(&self, coding: &Coding, raw: Vec<u8>, whole: bool) -> Judged {
+        let config = &self.plugin.config;
+        let found = |bytes: &[u8]| -> Vec<String> {
+            config
+                .leaks
+                .find(bytes)
+                .into_iter()
+                .map(str::to_string)
+                .collect()
+        };
+        let Some(inflated) = decode::inflate(coding, &raw, whole, config.scan_bytes) else {
+            let leaks = found(&raw);
+            let verdict = if leaks.is_empty() {
+                Verdict::Clean
+            } else {
+                Verdict::Leak(leaks)
+            };
+            return Judged {
+                verdict,
+                decoded: raw,
+                framing: None,
+            };
+        };
+        let leaks = found(&inflated.bytes);
+        let verdict = if !leaks.is_empty() {
+            Verdict::Leak(leaks)
+        } else if let Some(why) = inflated.incomplete {
+            Verdict::Undecodable(format!("{} body {why}", coding.name()))
+        } else {
+            Verdict::Clean
+        };
+        Judged {
+            verdict,
+            decoded: inflated.bytes,
+            framing: Some(inflated.framing),
+        }
     }
 
     /// gRPC: mask `grpc-message` when the status maps to a masked HTTP class.
@@ -445,30 +582,51 @@ impl ErrorsFilter {
     }
 
     /// The buffered leak candidate is complete enough: mask it or let it go.
-    fn finish_scan(&mut self, host: &mut dyn Host, size: usize, status: u16, held: bool) -> Flow {
+    /// `size` is the buffered body's length, `eos` whether it ended there.
+    fn finish_scan(
+        &mut self,
+        host: &mut dyn Host,
+        size: usize,
+        eos: bool,
+        status: u16,
+        held: bool,
+        coding: &Coding,
+    ) -> Flow {
         let config = &self.plugin.config;
-        let scanned = host
+        let raw = host
             .response_body(0, size.min(config.scan_bytes))
             .unwrap_or_default();
-        let found: Vec<String> = config
-            .leaks
-            .find(&scanned)
-            .into_iter()
-            .map(str::to_string)
-            .collect();
-        if found.is_empty() {
-            return self.pass(host);
-        }
-        let limit = config.log_body_bytes.min(scanned.len());
-        self.capture = scanned.get(..limit).unwrap_or(&[]).to_vec();
+        let whole = eos && raw.len() >= size;
+        let judged = self.judge(coding, raw, whole);
+        let reason = match judged.verdict {
+            Verdict::Clean => return self.pass(host),
+            Verdict::Leak(found) => ("leak", format!("leak: {}", found.join(","))),
+            Verdict::Undecodable(why) => {
+                if self.plugin.config.policy(self.rule).undecodable == Undecodable::Pass {
+                    self.count(host, "leak_scan_skipped");
+                    return self.pass(host);
+                }
+                ("undecodable", format!("undecodable: {why}"))
+            }
+        };
+        let limit = config.log_body_bytes.min(judged.decoded.len());
+        self.capture = judged.decoded.get(..limit).unwrap_or(&[]).to_vec();
         let plugin = self.plugin.clone();
         let policy = plugin.config.policy(self.rule);
-        self.count(host, "masked.leak");
-        if held {
+        self.count(host, &format!("masked.{}", reason.0));
+        let problem = self.problem(status).to_json();
+        let body = if held {
             self.rewrite_headers(host, policy, status);
-        }
-        host.set_response_body(0, size, &self.problem(status).to_json());
-        self.defer_log(host, format!("masked {status} (leak: {})", found.join(",")));
+            problem
+        } else {
+            match judged.framing {
+                // The headers left saying how the body is encoded: so is the problem.
+                Some(framing) => decode::encode(framing, &problem),
+                None => problem,
+            }
+        };
+        replace_body(host, size, &body);
+        self.defer_log(host, format!("masked {status} ({})", reason.1));
         self.flush_log(host);
         self.state = State::Drain;
         Flow::Continue
@@ -479,12 +637,13 @@ impl ErrorsFilter {
         let State::Shadow {
             status,
             leak_candidate,
+            coding,
             seen,
         } = &mut self.state
         else {
             return Flow::Continue;
         };
-        let (status, leak_candidate) = (*status, *leak_candidate);
+        let (status, leak_candidate, coding) = (*status, *leak_candidate, coding.clone());
         let config = &self.plugin.config;
         let limit = if leak_candidate {
             config.scan_bytes
@@ -500,22 +659,40 @@ impl ErrorsFilter {
         if seen.len() < limit && !eos {
             return Flow::Continue;
         }
+        // Every chunk was taken whole until this one: nothing was cut.
+        let whole = eos && want == size;
         let seen = std::mem::take(seen);
-        let log_limit = config.log_body_bytes.min(seen.len());
-        self.capture = seen.get(..log_limit).unwrap_or(&[]).to_vec();
         self.state = State::Pass;
-        if leak_candidate {
-            let found = self.plugin.config.leaks.find(&seen).join(",");
-            if found.is_empty() {
-                self.count(host, "passed");
-            } else {
-                self.count(host, "shadow_masked.leak");
-                self.defer_log(
-                    host,
-                    format!("dry_run: would mask {status} (leak: {found})"),
-                );
+        let decoded = if leak_candidate {
+            let judged = self.judge(&coding, seen, whole);
+            let undecodable_rule = self.plugin.config.policy(self.rule).undecodable;
+            match judged.verdict {
+                Verdict::Clean => self.count(host, "passed"),
+                Verdict::Undecodable(_) if undecodable_rule == Undecodable::Pass => {
+                    self.count(host, "leak_scan_skipped")
+                }
+                Verdict::Leak(found) => {
+                    self.count(host, "shadow_masked.leak");
+                    let found = found.join(",");
+                    self.defer_log(
+                        host,
+                        format!("dry_run: would mask {status} (leak: {found})"),
+                    );
+                }
+                Verdict::Undecodable(why) => {
+                    self.count(host, "shadow_masked.undecodable");
+                    self.defer_log(
+                        host,
+                        format!("dry_run: would mask {status} (undecodable: {why})"),
+                    );
+                }
             }
-        }
+            judged.decoded
+        } else {
+            seen
+        };
+        let log_limit = self.plugin.config.log_body_bytes.min(decoded.len());
+        self.capture = decoded.get(..log_limit).unwrap_or(&[]).to_vec();
         self.flush_log(host);
         Flow::Continue
     }
@@ -584,7 +761,7 @@ impl HttpFilter for ErrorsFilter {
         }
         let status = host.response_status();
         if policy.statuses.contains(status) {
-            return self.mask_status(host, policy, status, end_of_stream);
+            return self.mask_status(host, policy, status, end_of_stream, Cause::Status);
         }
         if policy.detect_leaks_in.contains(status) && !self.grpc_request {
             return self.leak_candidate(host, policy, status, end_of_stream);
@@ -608,7 +785,7 @@ impl HttpFilter for ErrorsFilter {
                         host.set_response_body(0, size, b"");
                     }
                 } else {
-                    host.set_response_body(0, size, &self.problem(status).to_json());
+                    replace_body(host, size, &self.problem(status).to_json());
                     self.state = State::Replace {
                         status,
                         emitted: true,
@@ -619,11 +796,24 @@ impl HttpFilter for ErrorsFilter {
                 }
                 Flow::Continue
             }
-            State::Scan { status, held } => {
-                if !end_of_stream && size < self.plugin.config.scan_bytes {
+            State::Scan {
+                status,
+                held,
+                paused,
+                ref coding,
+            } => {
+                let coding = coding.clone();
+                let last_call = paused && decides_after_one_pause(host.kind());
+                if !end_of_stream && size < self.plugin.config.scan_bytes && !last_call {
+                    self.state = State::Scan {
+                        status,
+                        held,
+                        paused: true,
+                        coding,
+                    };
                     return Flow::Pause;
                 }
-                self.finish_scan(host, size, status, held)
+                self.finish_scan(host, size, end_of_stream, status, held, &coding)
             }
             State::Shadow { .. } => self.observe(host, size, end_of_stream),
         }
@@ -637,9 +827,19 @@ impl HttpFilter for ErrorsFilter {
                 self.grpc_status(host, policy, Place::Trailers);
                 self.state = State::Pass;
             }
-            State::Scan { status, held } => {
-                // Trailers end the body: decide on all that was buffered.
-                return self.finish_scan(host, usize::MAX, status, held);
+            State::Scan {
+                status,
+                held,
+                ref coding,
+                ..
+            } => {
+                // Trailers end the body: decide on all that was buffered
+                // (less than `scan_bytes`, or the scan would be over).
+                let coding = coding.clone();
+                let size = host
+                    .response_body(0, self.plugin.config.scan_bytes)
+                    .map_or(0, |b| b.len());
+                return self.finish_scan(host, size, true, status, held, &coding);
             }
             _ => self.flush_log(host),
         }

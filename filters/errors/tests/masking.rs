@@ -330,7 +330,9 @@ fn leak_scanning_buffers_at_most_scan_bytes() {
 }
 
 #[test]
-fn compressed_leak_candidates_are_not_scanned() {
+fn a_compressed_leak_candidate_that_cannot_be_inflated_is_masked_by_default() {
+    // It used to pass unscanned (`leak_scan_skipped`): a bypass any client
+    // could switch on with `accept-encoding: gzip`.
     let mut host = request(HostKind::Envoy, "/x");
     let plugin = configure(&mut host, "{}");
     let out = exchange(
@@ -341,8 +343,21 @@ fn compressed_leak_candidates_are_not_scanned() {
         &[b"\x1f\x8b..."],
         None,
     );
+    assert_ne!(out.body, b"\x1f\x8b...");
+    assert_eq!(host.counter("palisade.errors.masked.undecodable"), 1);
+    assert_eq!(host.counter("palisade.errors.leak_scan_skipped"), 0);
+
+    let mut host = request(HostKind::Envoy, "/x");
+    let plugin = configure(&mut host, r#"{"undecodable": "pass"}"#);
+    let out = exchange(
+        &plugin,
+        &mut host,
+        404,
+        &[("content-encoding", "gzip")],
+        &[b"\x1f\x8b..."],
+        None,
+    );
     assert_eq!(out.body, b"\x1f\x8b...");
-    assert_eq!((out.body_reads, out.body_writes), (0, 0));
     assert_eq!(host.counter("palisade.errors.leak_scan_skipped"), 1);
 }
 

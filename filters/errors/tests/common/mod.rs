@@ -1,6 +1,14 @@
 //! A tiny proxy simulator over `FakeHost`: drives one exchange through the
 //! filter the way Envoy (or Kong) calls it, buffering on Pause and recording
 //! what the client would receive, plus every body access the filter made.
+//!
+//! Kong's response path as ngx_wasm_module runs it (its
+//! `ngx_http_wasm_filter_module.c` and `ngx_proxy_wasm.c`): Pause from the
+//! response headers drops the filter for the rest of the request (seen on
+//! the real host); Pause from a body callback buffers the chunk and every
+//! later one without calling the filter, until the body ends or
+//! `wasm_response_body_buffers` (4 x 4096 bytes by default) are full, then
+//! calls it once with all of it and turns another Pause into Continue.
 #![allow(dead_code)]
 
 use palisade_core::fake::{FakeHost, SentResponse};
@@ -114,6 +122,8 @@ pub struct Outcome {
     pub body_writes: usize,
     /// Largest body the host had to hold because the filter paused.
     pub max_buffered: usize,
+    /// Kong dropped the filter after Pause from the response headers.
+    pub dropped: bool,
 }
 
 impl Outcome {
@@ -157,6 +167,9 @@ pub fn request(kind: HostKind, path: &str) -> FakeHost {
     h.kind = kind;
     h
 }
+
+/// Kong's default `wasm_response_body_buffers 4 4k`, in bytes.
+pub const KONG_RESPONSE_BUFFERS: usize = 4 * 4096;
 
 /// Runs one exchange: request headers, then the response `status`/`headers`
 /// with `chunks` of body and optional `trailers`.
@@ -212,8 +225,20 @@ pub fn run(
         out.body_writes = spy.body_writes;
         return out;
     }
+    let kong = kind == HostKind::Kong;
     let mut headers_sent = false;
-    if flow == Flow::Continue || !kind.honours_pause_in_response_headers() {
+    if flow == Flow::Pause && kong {
+        spy.host.log(
+            Level::Warn,
+            "[wasm] \"ResponseHeaders\" returned \"PAUSE\": local response expected but none produced",
+        );
+        out.dropped = true;
+        out.headers = snapshot(&spy.host.response_headers);
+        out.body = chunks.concat();
+        out.status = status;
+        return out;
+    }
+    if flow == Flow::Continue {
         out.headers = snapshot(&spy.host.response_headers);
         headers_sent = true;
     } else {
@@ -228,11 +253,35 @@ pub fn run(
         // Kong: a body callback with end_of_stream even for an empty body.
         calls.push((b"", true));
     }
+    // Kong: buffering after a Pause; `Some(true)` once the filter had its
+    // one call after it.
+    let mut kong_buffering: Option<bool> = None;
     for (chunk, eos) in calls {
         spy.host.response_body.extend_from_slice(chunk);
         let size = spy.host.response_body.len();
         out.max_buffered = out.max_buffered.max(size);
-        let flow = filter.on_response_body(&mut spy, size, eos);
+        if kong_buffering == Some(false) && !eos && size < KONG_RESPONSE_BUFFERS {
+            continue;
+        }
+        let mut flow = filter.on_response_body(&mut spy, size, eos);
+        if kong && flow == Flow::Pause && kong_buffering.is_none() {
+            kong_buffering = Some(false);
+            if !eos && size < KONG_RESPONSE_BUFFERS {
+                continue;
+            }
+            // This chunk already ends the buffering: the filter's one call.
+            flow = filter.on_response_body(&mut spy, size, eos);
+        }
+        if kong && kong_buffering.is_some() {
+            if flow == Flow::Pause {
+                spy.host.log(
+                    Level::Error,
+                    "[wasm] invalid \"on_response_body\" return action (PAUSE): response body buffering already requested",
+                );
+                flow = Flow::Continue;
+            }
+            kong_buffering = Some(true);
+        }
         if flow == Flow::Continue {
             if !headers_sent {
                 out.headers = snapshot(&spy.host.response_headers);
