@@ -12,7 +12,12 @@
 //!   request; Pause from response headers drops the filter for the rest of
 //!   the request; a local reply sent from response headers keeps the
 //!   upstream's `content-length` (the client hangs); a request body over
-//!   `client_body_buffer_size` reads as empty; no trailers.
+//!   `client_body_buffer_size` reads as empty; no trailers. Pause from a
+//!   response body callback buffers that chunk and the later ones without
+//!   calling the filter until the body ends or `wasm_response_body_buffers`
+//!   are full, then calls it once with all of it; a Pause then is refused
+//!   (logged, taken as Continue), so the body leaves as it is
+//!   (ngx_wasm_module's `ngx_http_wasm_filter_module.c`, `ngx_http_proxy_wasm.c`).
 //!
 //! Every exchange also checks what the client would get: a body shorter
 //! than its `content-length` hangs the client.
@@ -36,6 +41,8 @@ pub struct Exchange {
     pub allow_on_headers_stop_iteration: bool,
     /// nginx's `client_body_buffer_size` (Kong's default 8k).
     pub kong_client_body_buffer_size: usize,
+    /// ngx_wasm_module's `wasm_response_body_buffers`, in bytes (default 4 4k).
+    pub kong_response_body_buffers: usize,
 }
 
 impl Default for Exchange {
@@ -48,6 +55,7 @@ impl Default for Exchange {
             response_body: Vec::new(),
             allow_on_headers_stop_iteration: false,
             kong_client_body_buffer_size: 8 * 1024,
+            kong_response_body_buffers: 4 * 4096,
         }
     }
 }
@@ -321,6 +329,9 @@ fn respond(
 
     let mut body = Vec::new();
     let last = chunks.len().saturating_sub(1);
+    // Kong: `Some(false)` while buffering after a Pause, `Some(true)` after
+    // the filter's one call that ends it.
+    let mut kong_buffering: Option<bool> = None;
     for (i, chunk) in chunks.iter().enumerate() {
         if !active {
             body.extend_from_slice(chunk);
@@ -330,7 +341,28 @@ fn respond(
         host.response_body.extend_from_slice(chunk);
         let eos = i == last;
         let size = host.response_body.len();
-        let flow = filter.on_response_body(host, size, eos);
+        let full = size >= ex.kong_response_body_buffers;
+        if kong_buffering == Some(false) && !eos && !full {
+            continue;
+        }
+        let mut flow = filter.on_response_body(host, size, eos);
+        if kong && flow == Flow::Pause && kong_buffering.is_none() {
+            kong_buffering = Some(false);
+            if !eos && !full {
+                continue;
+            }
+            flow = filter.on_response_body(host, size, eos);
+        }
+        if kong && kong_buffering.is_some() {
+            if flow == Flow::Pause {
+                host.log(
+                    Level::Error,
+                    "[wasm] invalid \"on_response_body\" return action (PAUSE): response body buffering already requested",
+                );
+                flow = Flow::Continue;
+            }
+            kong_buffering = Some(true);
+        }
         if let Some(sent) = host.sent.take() {
             if held || body.is_empty() && !kong {
                 return finish(out, sent_as_client(sent), true);
