@@ -22,20 +22,50 @@ fn petstore() -> Value {
     serde_json::from_str(&text).expect("the pet store fixture is JSON")
 }
 
-/// The filter as it must be deployed: `allow_on_headers_stop_iteration` lets
-/// it hold the headers back while it buffers a body to validate.
-fn schema_filter(config: &Value) -> WasmFilter {
-    WasmFilter::new("schema", dist_wasm("schema"))
-        .config_json(config)
-        .allow_on_headers_stop_iteration(true)
+/// The two ways the filter is deployed on Envoy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// `hold_headers: true` with the Wasm filter's
+    /// `allow_on_headers_stop_iteration`: the headers wait for the body's
+    /// verdict, which is published to the upstream.
+    Held,
+    /// The filter's defaults under Envoy's defaults (no flag, as Istio's
+    /// WasmPlugin deploys it): the headers go on, the body is buffered and
+    /// judged before the upstream gets it.
+    Defaults,
 }
 
-fn start(upstream: &Upstream, config: &Value) -> Envoy {
+const MODES: [Mode; 2] = [Mode::Held, Mode::Defaults];
+
+/// The filter deployed in `mode`.
+fn filter_in(mode: Mode, config: &Value) -> WasmFilter {
+    match mode {
+        Mode::Held => {
+            let mut config = config.clone();
+            config["hold_headers"] = json!(true);
+            WasmFilter::new("schema", dist_wasm("schema"))
+                .config_json(&config)
+                .allow_on_headers_stop_iteration(true)
+        }
+        Mode::Defaults => WasmFilter::new("schema", dist_wasm("schema")).config_json(config),
+    }
+}
+
+/// The held deployment (`hold_headers: true` and Envoy's flag).
+fn schema_filter(config: &Value) -> WasmFilter {
+    filter_in(Mode::Held, config)
+}
+
+fn start_in(mode: Mode, upstream: &Upstream, config: &Value) -> Envoy {
     Envoy::start(
         &EnvoyConfig::new()
             .upstream(upstream)
-            .wasm(schema_filter(config)),
+            .wasm(filter_in(mode, config)),
     )
+}
+
+fn start(upstream: &Upstream, config: &Value) -> Envoy {
+    start_in(Mode::Held, upstream, config)
 }
 
 fn store_config() -> Value {
@@ -107,14 +137,22 @@ fn assert_problem(r: &Response, status: u16, kind: &str) {
 
 #[test]
 fn valid_requests_reach_the_upstream_with_their_body_intact() {
+    for mode in MODES {
+        valid_requests_reach_the_upstream(mode);
+    }
+}
+
+fn valid_requests_reach_the_upstream(mode: Mode) {
     let upstream = Upstream::start();
-    let envoy = start(&upstream, &store_config());
+    let envoy = start_in(mode, &upstream, &store_config());
     let body = br#"{"name": "Rex", "tag": null, "age": 3, "owner": {"email": "a@example.com"}}"#;
     let r = post(&envoy, "/pets", "application/json", body);
     assert_eq!(r.status, 200, "{}", r.text());
     let got = upstream.last().expect("the upstream got the request");
-    assert_eq!(got.body, body.to_vec());
-    assert_eq!(got.header("x-palisade-schema"), Some("allow"));
+    assert_eq!(got.body, body.to_vec(), "{mode:?}");
+    // Only held headers can still carry the body's verdict.
+    let published = (mode == Mode::Held).then_some("allow");
+    assert_eq!(got.header("x-palisade-schema"), published, "{mode:?}");
     assert_eq!(
         got.header("content-length"),
         Some(body.len().to_string().as_str())
@@ -140,8 +178,14 @@ fn valid_requests_reach_the_upstream_with_their_body_intact() {
 
 #[test]
 fn contract_violations_are_refused_before_the_upstream() {
+    for mode in MODES {
+        contract_violations_are_refused(mode);
+    }
+}
+
+fn contract_violations_are_refused(mode: Mode) {
     let upstream = Upstream::start();
-    let envoy = start(&upstream, &store_config());
+    let envoy = start_in(mode, &upstream, &store_config());
 
     // Body against the schema: pointers and keywords, never the values sent.
     let r = post(
@@ -213,7 +257,7 @@ fn contract_violations_are_refused_before_the_upstream() {
 
     assert!(
         upstream.received().is_empty(),
-        "refused requests reached the upstream"
+        "{mode:?}: refused requests reached the upstream"
     );
     assert_eq!(stat(&envoy, "denied.invalid_query", 2), 2);
     assert_eq!(stat(&envoy, "denied.invalid_body", 1), 1);
@@ -282,8 +326,14 @@ fn chunked_post(
 
 #[test]
 fn oversized_bodies_get_413_by_content_length_and_while_streaming() {
+    for mode in MODES {
+        oversized_bodies_get_413(mode);
+    }
+}
+
+fn oversized_bodies_get_413(mode: Mode) {
     let upstream = Upstream::start();
-    let envoy = start(&upstream, &store_config());
+    let envoy = start_in(mode, &upstream, &store_config());
     let pad = "x".repeat(70_000);
     let big = format!(r#"{{"name": "Rex", "tag": "{pad}"}}"#);
     let r = post(&envoy, "/pets", "application/json", big.as_bytes());
@@ -377,6 +427,12 @@ fn dry_run_lets_violations_through_and_counts_them() {
 
 #[test]
 fn explicit_rules_with_json_schema_and_hostile_bodies() {
+    for mode in MODES {
+        explicit_rules_with_hostile_bodies(mode);
+    }
+}
+
+fn explicit_rules_with_hostile_bodies(mode: Mode) {
     let upstream = Upstream::start();
     let config = json!({
         "limits": {"max_members": 3, "max_string_bytes": 16},
@@ -389,7 +445,7 @@ fn explicit_rules_with_json_schema_and_hostile_bodies() {
                                 "properties": {"qty": {"type": "integer", "minimum": 1}}}}
         }]
     });
-    let envoy = start(&upstream, &config);
+    let envoy = start_in(mode, &upstream, &config);
     let put = |path: &str, body: &[u8]| {
         request(
             "PUT",
@@ -445,7 +501,7 @@ fn explicit_rules_with_json_schema_and_hostile_bodies() {
     assert_eq!(
         upstream.received().len(),
         2,
-        "only the two valid requests went through"
+        "{mode:?}: only the two valid requests went through"
     );
 }
 
@@ -470,17 +526,19 @@ fn a_schema_that_does_not_compile_refuses_the_config_naming_the_rule() {
     );
 }
 
-/// Without `allow_on_headers_stop_iteration` (Istio's WasmPlugin cannot set
-/// it) a held request would stall; `hold_headers: false` forwards the headers
-/// at once and still refuses the body: the upstream request is reset and the
-/// client gets the problem.
+/// Envoy's docs leave `allow_on_headers_stop_iteration` off and Istio's
+/// WasmPlugin cannot set it: the defaults forward the headers at once and
+/// still refuse the body (the upstream request is reset, the client gets
+/// the problem). Before `hold_headers` defaulted to false, every validated
+/// POST here hung until the client gave up.
 #[test]
-fn hold_headers_false_works_without_allow_on_headers_stop_iteration() {
+fn the_defaults_work_without_allow_on_headers_stop_iteration() {
     let upstream = Upstream::start();
-    let mut config = store_config();
-    config["hold_headers"] = json!(false);
+    let config = store_config();
+    assert!(config.get("hold_headers").is_none(), "the filter's default");
     let filter = WasmFilter::new("schema", dist_wasm("schema")).config_json(&config);
     let envoy = Envoy::start(&EnvoyConfig::new().upstream(&upstream).wasm(filter));
+    let started = Instant::now();
     let r = post(&envoy, "/pets", "application/json", br#"{"name": "Rex"}"#);
     assert_eq!(r.status, 200, "{}", r.text());
     let r = post(&envoy, "/pets", "application/json", br#"{"name": 1}"#);
@@ -502,7 +560,188 @@ fn hold_headers_false_works_without_allow_on_headers_stop_iteration() {
         "only the valid body was delivered"
     );
     assert_eq!(stat(&envoy, "denied.invalid_body", 1), 1);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "nothing waited: {:?}",
+        started.elapsed()
+    );
     assert!(!envoy.log().contains("panicked"), "{}", envoy.log());
+    assert!(
+        !envoy.log().contains("allow_on_headers_stop_iteration"),
+        "no request was held: {}",
+        envoy.log()
+    );
+}
+
+/// `hold_headers: true` without Envoy's flag: Envoy delivers no body
+/// callback to a filter that paused in the request headers. The glue's
+/// watchdog answers such a request with a 500 within ~6 s (5 s bound, 1 s
+/// tick) and logs one line naming the missing flag, instead of a hang.
+#[test]
+fn hold_headers_without_the_envoy_flag_fails_loudly_not_silently() {
+    let upstream = Upstream::start();
+    let mut config = store_config();
+    config["hold_headers"] = json!(true);
+    let filter = WasmFilter::new("schema", dist_wasm("schema")).config_json(&config);
+    let envoy = Envoy::start(&EnvoyConfig::new().upstream(&upstream).wasm(filter));
+    let started = Instant::now();
+    let r = post(&envoy, "/pets", "application/json", br#"{"name": "Rex"}"#);
+    let waited = started.elapsed();
+    eprintln!("held request answered {} after {waited:?}", r.status);
+    assert_eq!(r.status, 500, "{}", r.text());
+    assert!(
+        waited >= Duration::from_secs(4) && waited < Duration::from_secs(8),
+        "answered after {waited:?}"
+    );
+    assert_eq!(r.header("content-type"), Some("application/problem+json"));
+    assert_eq!(r.header("x-palisade-denied-by"), Some("schema"));
+    assert!(upstream.received().is_empty(), "{:?}", upstream.received());
+    let log = envoy.log();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("allow_on_headers_stop_iteration"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{log}");
+    assert!(lines[0].contains("palisade.schema"), "{}", lines[0]);
+    // Requests the filter does not hold are untouched meanwhile.
+    let r = get(&envoy.url("/pets/mine"), &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(!log.contains("panicked"), "{log}");
+}
+
+/// What the upstream sees of a body refused under the defaults. The headers
+/// go on at once: when the body comes later than the headers, the upstream
+/// gets the request line and headers (`content-length` included), never a
+/// byte of the body, then Envoy closes the connection (the upstream request
+/// is reset). When the body comes with the headers, it is judged before
+/// Envoy has written anything upstream.
+#[test]
+fn with_the_defaults_a_refused_body_never_completes_at_the_upstream() {
+    let raw = RawUpstream::start();
+    let config = store_config();
+    let filter = WasmFilter::new("schema", dist_wasm("schema")).config_json(&config);
+    let envoy = Envoy::start(
+        &EnvoyConfig::new()
+            .cluster("raw", raw.port)
+            .route(Route::prefix("all", "/").cluster("raw"))
+            .wasm(filter),
+    );
+    let body = br#"{"name": 4242, "secret": "do-not-forward"}"#;
+
+    // The body well after the headers, as a slow client or a large body sends it.
+    let mut client = TcpStream::connect(envoy.listener_addr()).expect("connect");
+    let head = format!(
+        "POST /pets HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    client.write_all(head.as_bytes()).expect("send the headers");
+    std::thread::sleep(Duration::from_millis(500));
+    client.write_all(body).expect("send the body");
+    let mut answer = Vec::new();
+    client
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let _ = client.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("schema-violation"), "{answer}");
+
+    let seen = raw.connection(Duration::from_secs(10));
+    let text = String::from_utf8_lossy(&seen.bytes).into_owned();
+    eprintln!(
+        "delayed body: accepted {}, closed {}: {text:?}",
+        seen.accepted, seen.closed
+    );
+    assert!(seen.accepted, "Envoy opened the upstream connection");
+    assert!(text.starts_with("POST /pets HTTP/1.1\r\n"), "{text:?}");
+    assert!(
+        text.to_ascii_lowercase()
+            .contains(&format!("content-length: {}\r\n", body.len())),
+        "{text:?}"
+    );
+    assert!(text.ends_with("\r\n\r\n"), "only the headers: {text:?}");
+    assert!(!text.contains("do-not-forward"), "{text:?}");
+    assert!(seen.closed, "Envoy closes the upstream connection");
+
+    // The body in the same write as the headers.
+    let r = post(&envoy, "/pets", "application/json", body);
+    assert_problem(&r, 400, "schema-violation");
+    let seen = raw.connection(Duration::from_secs(3));
+    let text = String::from_utf8_lossy(&seen.bytes).into_owned();
+    eprintln!(
+        "body with the headers: accepted {}, closed {}: {text:?}",
+        seen.accepted, seen.closed
+    );
+    assert!(!text.contains("do-not-forward"), "{text:?}");
+}
+
+/// What one connection to a [`RawUpstream`] carried.
+#[derive(Debug, Default)]
+struct Seen {
+    accepted: bool,
+    bytes: Vec<u8>,
+    /// Closed by the peer (or reset), not merely quiet.
+    closed: bool,
+}
+
+/// A TCP server that records what each connection sends, and never answers.
+struct RawUpstream {
+    port: u16,
+    rx: std::sync::mpsc::Receiver<Seen>,
+}
+
+impl RawUpstream {
+    fn start() -> RawUpstream {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else {
+                    return;
+                };
+                let tx = tx.clone();
+                std::thread::spawn(move || {
+                    let _ = stream.set_read_timeout(Some(Duration::from_millis(100)));
+                    let deadline = Instant::now() + Duration::from_secs(8);
+                    let mut seen = Seen {
+                        accepted: true,
+                        ..Seen::default()
+                    };
+                    let mut buf = [0u8; 4096];
+                    while Instant::now() < deadline {
+                        match stream.read(&mut buf) {
+                            Ok(0) => {
+                                seen.closed = true;
+                                break;
+                            }
+                            Ok(n) => seen.bytes.extend_from_slice(&buf[..n]),
+                            Err(e)
+                                if matches!(
+                                    e.kind(),
+                                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                                ) => {}
+                            Err(_) => {
+                                seen.closed = true;
+                                break;
+                            }
+                        }
+                    }
+                    let _ = tx.send(seen);
+                });
+            }
+        });
+        RawUpstream { port, rx }
+    }
+
+    /// The next connection's record once it closes (or goes quiet for 8 s);
+    /// not accepted if none came within `wait`.
+    fn connection(&self, wait: Duration) -> Seen {
+        self.rx
+            .recv_timeout(wait + Duration::from_secs(8))
+            .unwrap_or_default()
+    }
 }
 
 /// An HTTP/1.1 chunked POST whose body is `chunks` and that ends with a
@@ -587,13 +826,10 @@ fn a_body_followed_by_trailers_is_validated_before_the_upstream() {
     // Without held headers (the Istio deployment) the body is still refused
     // at the trailers: the headers went on, but the upstream never gets a
     // complete request (the echo server records one only with its body).
-    let mut config = store_config();
-    config["hold_headers"] = json!(false);
-    let filter = WasmFilter::new("schema", dist_wasm("schema")).config_json(&config);
     let envoy = Envoy::start(
         &EnvoyConfig::new()
             .upstream(&upstream)
-            .wasm(filter)
+            .wasm(filter_in(Mode::Defaults, &store_config()))
             .hcm_extra(trailers),
     );
     upstream.clear_received();

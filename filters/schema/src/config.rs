@@ -21,6 +21,9 @@ pub const DEFAULT_MAX_ITEMS: u32 = 10_000;
 pub const DEFAULT_MAX_STRING_BYTES: u64 = 1024 * 1024;
 /// serde_json refuses deeper documents itself (its recursion limit is 128).
 pub const DEPTH_CEILING: u32 = 100;
+/// Off: holding needs an Envoy flag that is off by default (and that
+/// Istio's WasmPlugin cannot set), and Kong hangs a held request.
+pub const DEFAULT_HOLD_HEADERS: bool = false;
 
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -41,11 +44,14 @@ pub struct Config {
     #[serde(default = "yes")]
     pub validate_formats: bool,
     /// Hold the request headers back while a body is buffered, so the upstream
-    /// never sees the start of a refused request. Needs Envoy's
-    /// `allow_on_headers_stop_iteration: true` (else such requests stall);
-    /// `false` forwards the headers at once and refuses by resetting the
-    /// upstream request (for Istio's WasmPlugin, which cannot set the flag).
-    #[serde(default = "yes")]
+    /// never sees the start of a refused request and the verdict is published
+    /// to it. Envoy only, and only with the Wasm filter's
+    /// `allow_on_headers_stop_iteration: true`: without it such requests get a
+    /// 500 after 5 s and an error log naming the flag. Ignored on Kong, where
+    /// nginx reads the whole body before proxying anyway. Default `false`:
+    /// the headers go on at once, the body is buffered and judged before the
+    /// upstream gets it, and a refused body resets the upstream request.
+    #[serde(default = "default_hold_headers")]
     pub hold_headers: bool,
     /// Explicit contracts, first match wins; tried before the OpenAPI operations.
     #[serde(default)]
@@ -63,7 +69,7 @@ impl Default for Config {
             unmatched: Unmatched::default(),
             limits: Limits::default(),
             validate_formats: true,
-            hold_headers: true,
+            hold_headers: DEFAULT_HOLD_HEADERS,
             rules: Vec::new(),
             openapi: None,
         }
@@ -72,6 +78,10 @@ impl Default for Config {
 
 fn default_max_body_bytes() -> u64 {
     DEFAULT_MAX_BODY_BYTES
+}
+
+fn default_hold_headers() -> bool {
+    DEFAULT_HOLD_HEADERS
 }
 
 fn yes() -> bool {

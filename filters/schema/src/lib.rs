@@ -27,6 +27,7 @@ use palisade_core::config::ConfigError;
 use palisade_core::context::RouteFacts;
 use palisade_core::metrics::Metrics;
 use palisade_core::{Flow, Host, HostKind, HttpFilter, Level, Plugin, RequestContext};
+use std::cell::Cell;
 use std::rc::Rc;
 
 palisade_core::export_plugin!(SchemaPlugin);
@@ -51,6 +52,8 @@ pub struct SchemaPlugin {
     contract: Contract,
     needs_route_name: bool,
     metrics: Metrics,
+    /// `hold_headers` ignored on a host that cannot hold: said once per VM.
+    hold_ignored_logged: Cell<bool>,
 }
 
 impl SchemaPlugin {
@@ -75,7 +78,36 @@ impl SchemaPlugin {
             needs_route_name: contract.needs_route_name(),
             metrics: Metrics::define(host, NAME, &[], &check::REASONS),
             contract,
+            hold_ignored_logged: Cell::new(false),
         })
+    }
+
+    /// Whether this request's headers are held while its body is buffered:
+    /// only with `hold_headers` and on a host that then still delivers the
+    /// body. Kong never reads the body of a request held this way (it
+    /// hangs), and there nginx reads the whole body before it proxies
+    /// anything, so the upstream never sees a refused request either way:
+    /// the option is ignored, with one warning per VM.
+    fn holds(&self, host: &dyn Host) -> bool {
+        if !self.contract.hold_headers {
+            return false;
+        }
+        let kind = host.kind();
+        if kind.can_hold_request_headers_for_body() {
+            return true;
+        }
+        if !self.hold_ignored_logged.replace(true) {
+            host.log(
+                Level::Warn,
+                &format!(
+                    "palisade.{NAME}: hold_headers is ignored on {}: the host cannot hold \
+                     request headers while it reads the body (nginx buffers the whole body \
+                     before proxying, so the upstream never sees a refused request anyway)",
+                    kind.name()
+                ),
+            );
+        }
+        false
     }
 
     pub fn contract(&self) -> &Contract {
@@ -98,16 +130,26 @@ impl Plugin for SchemaPlugin {
             state: State::Idle,
         }
     }
+
+    /// With `hold_headers` the headers callback pauses with no call
+    /// pending: the glue's watchdog then answers a request whose body never
+    /// comes (Envoy without `allow_on_headers_stop_iteration`) instead of
+    /// letting it hang.
+    fn holds_request_headers(&self) -> bool {
+        self.contract.hold_headers
+    }
 }
 
 /// Where one request stands.
 #[derive(Debug)]
 enum State {
     Idle,
-    /// Buffering the body for the operation at this index.
+    /// Buffering the body for the operation at this index; `held`: the
+    /// headers wait for the verdict (they can still be written).
     Buffering {
         op: usize,
         ctx: RequestContext,
+        held: bool,
     },
     Done,
 }
@@ -120,7 +162,9 @@ pub struct SchemaFilter {
 }
 
 /// What the request headers say about the body. Kong always reports
-/// `end_of_stream = false` in headers, so there framing headers decide.
+/// `end_of_stream = false` in headers, so there the framing headers decide:
+/// no `content-length` (or `0`) and no `transfer-encoding` is no body, and a
+/// `body.required` route refuses it as on Envoy.
 fn body_facts(host: &dyn Host, end_of_stream: bool) -> BodyFacts {
     let content_length = host
         .request_header_str("content-length")
@@ -162,11 +206,18 @@ impl HttpFilter for SchemaFilter {
                     .iter()
                     .position(|o| std::ptr::eq(o, op))
                     .unwrap_or(0);
-                self.state = State::Buffering { op: index, ctx };
                 // Holding the headers back until the body is judged keeps
                 // the upstream from ever seeing the start of a refused
                 // request (Envoy needs `allow_on_headers_stop_iteration`).
-                if plugin.contract.hold_headers {
+                // Without it the headers go on and the body callbacks
+                // buffer the body (Pause) until it is judged.
+                let held = plugin.holds(host);
+                self.state = State::Buffering {
+                    op: index,
+                    ctx,
+                    held,
+                };
+                if held {
                     Flow::Pause
                 } else {
                     Flow::Continue
@@ -213,7 +264,7 @@ impl HttpFilter for SchemaFilter {
 impl SchemaFilter {
     /// Validates a complete buffered body of `size` bytes.
     fn judge(&mut self, host: &mut dyn Host, bytes: &[u8], size: usize) -> Flow {
-        let State::Buffering { op, ctx } = &self.state else {
+        let State::Buffering { op, ctx, held } = &self.state else {
             return Flow::Continue;
         };
         let plugin = self.plugin.clone();
@@ -221,7 +272,7 @@ impl SchemaFilter {
             return Flow::Continue;
         };
         let ctx = ctx.clone();
-        let hold = plugin.contract.hold_headers;
+        let hold = *held;
         self.state = State::Done;
         if size as u64 > op.max_body_bytes {
             let denial = check::body_too_large(op.max_body_bytes);
@@ -236,7 +287,7 @@ impl SchemaFilter {
         match check::on_body(op, bytes, &plugin.contract.limits) {
             None => {
                 // Forwarded headers cannot change any more.
-                if plugin.contract.hold_headers {
+                if hold {
                     ctx.publish(host, "allow");
                 }
                 Flow::Continue

@@ -11,7 +11,7 @@ fn petstore() -> Value {
 }
 
 fn store(unmatched: &str) -> std::rc::Rc<palisade_schema::SchemaPlugin> {
-    plugin(&json!({"unmatched": unmatched, "openapi": petstore()}))
+    plugin(&json!({"unmatched": unmatched, "hold_headers": true, "openapi": petstore()}))
 }
 
 #[test]

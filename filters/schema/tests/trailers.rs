@@ -11,8 +11,10 @@ use palisade_schema::SchemaPlugin;
 use serde_json::{json, Value};
 use std::rc::Rc;
 
+/// Held headers (Envoy with `allow_on_headers_stop_iteration`).
 fn orders() -> Value {
     json!({
+        "hold_headers": true,
         "max_body_bytes": 2048,
         "rules": [
             {"match": {"path": "/orders", "methods": ["POST"]},
