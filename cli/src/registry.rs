@@ -148,7 +148,7 @@ pub const FILTERS: &[Filter] = &[
         schema: palisade_schema::config_schema,
         rank: 50,
         envoy_allow_on_headers_stop_iteration: true,
-        hold_headers_default: Some(true),
+        hold_headers_default: Some(palisade_schema::config::DEFAULT_HOLD_HEADERS),
         istio: IstioPlacement {
             phase: "AUTHZ",
             priority: 100,
