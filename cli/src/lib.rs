@@ -2,14 +2,15 @@
 //! rendering for Envoy, Istio and Kong, JSON Schemas, Kong `meta.json` and
 //! OCI images. `src/main.rs` is only argument parsing around these.
 
-pub mod chain;
+/// The chain file and the filter table live with `palisade.wasm`, which
+/// runs them; the command checks and renders the same model.
+pub use palisade::{chain, registry};
 pub mod check;
 pub mod envoy;
 pub mod istio;
 pub mod kong;
 pub mod meta;
 pub mod oci;
-pub mod registry;
 pub mod schema;
 
 /// A JSON value as YAML (the form every rendered file is written in).

@@ -481,6 +481,14 @@ impl Host for FakeHost {
         });
     }
 
+    fn local_reply_sent(&self) -> bool {
+        self.sent.is_some()
+    }
+
+    fn calls_dispatched(&self) -> u32 {
+        u32::try_from(self.calls.len()).unwrap_or(u32::MAX)
+    }
+
     fn log(&self, level: Level, message: &str) {
         self.logs.borrow_mut().push((level, message.to_string()));
     }

@@ -111,11 +111,61 @@ pub trait Plugin: Sized + 'static {
     fn on_call_response(&self, _host: &mut dyn Host, _response: CallResponse) {}
 }
 
-/// Exports a [`Plugin`] as the module's proxy-wasm entry point (wasm32-wasip1 only).
+/// A configured [`Plugin`] with its type erased, so one module can hold
+/// several controls (the one-VM chain) and run them side by side.
+pub trait Control {
+    fn name(&self) -> &'static str;
+    fn new_filter(&self) -> Box<dyn HttpFilter>;
+    fn check_host(&self, kind: HostKind) -> Result<(), ConfigError>;
+    fn tick_period_ms(&self) -> Option<u64>;
+    fn on_tick(&self, host: &mut dyn Host);
+    fn on_call_response(&self, host: &mut dyn Host, response: CallResponse);
+    fn holds_request_headers(&self) -> bool;
+    fn holds_response_headers(&self) -> bool;
+}
+
+impl<P: Plugin> Control for Rc<P> {
+    fn name(&self) -> &'static str {
+        P::NAME
+    }
+    fn new_filter(&self) -> Box<dyn HttpFilter> {
+        Box::new(P::new_filter(self))
+    }
+    fn check_host(&self, kind: HostKind) -> Result<(), ConfigError> {
+        P::check_host(self, kind)
+    }
+    fn tick_period_ms(&self) -> Option<u64> {
+        P::tick_period_ms(self)
+    }
+    fn on_tick(&self, host: &mut dyn Host) {
+        P::on_tick(self, host);
+    }
+    fn on_call_response(&self, host: &mut dyn Host, response: CallResponse) {
+        P::on_call_response(self, host, response);
+    }
+    fn holds_request_headers(&self) -> bool {
+        P::holds_request_headers(self)
+    }
+    fn holds_response_headers(&self) -> bool {
+        P::holds_response_headers(self)
+    }
+}
+
+/// Configures a control from its JSON config, type erased.
+pub fn configure<P: Plugin>(
+    config: &[u8],
+    host: &mut dyn Host,
+) -> Result<Rc<dyn Control>, ConfigError> {
+    Ok(Rc::new(Rc::new(P::configure(config, host)?)))
+}
+
+/// Exports a [`Plugin`] as the module's proxy-wasm entry point
+/// (wasm32-wasip1 only, and only with the calling crate's `export` feature:
+/// the one-VM module links every control and exports its own chain).
 #[macro_export]
 macro_rules! export_plugin {
     ($plugin:ty) => {
-        #[cfg(target_os = "wasi")]
+        #[cfg(all(target_os = "wasi", feature = "export"))]
         $crate::proxy_wasm::main! {{
             $crate::glue::start::<$plugin>();
         }}

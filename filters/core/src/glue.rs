@@ -421,6 +421,14 @@ impl Host for ProxyWasmHost {
         let _ = hostcalls::send_http_response(u32::from(status), headers.to_vec(), Some(body));
     }
 
+    fn local_reply_sent(&self) -> bool {
+        self.replied
+    }
+
+    fn calls_dispatched(&self) -> u32 {
+        self.calls_dispatched
+    }
+
     fn log(&self, level: Level, message: &str) {
         let level = match level {
             Level::Debug => LogLevel::Debug,

@@ -370,6 +370,18 @@ pub trait Host {
     /// A local reply. The caller must return [`crate::Flow::Pause`] afterwards.
     fn send_response(&mut self, status: u16, headers: &[(&str, &str)], body: &[u8]);
 
+    /// Whether a local reply was sent on this stream: a chain stops its
+    /// request controls there.
+    fn local_reply_sent(&self) -> bool {
+        false
+    }
+
+    /// HTTP and gRPC calls this stream dispatched so far: a Pause after a
+    /// new call waits for its answer, one without waits for the body.
+    fn calls_dispatched(&self) -> u32 {
+        0
+    }
+
     fn log(&self, level: Level, message: &str);
 
     /// Defines a counter; `None` if the host refused (then counting is a no-op).

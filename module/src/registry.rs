@@ -5,8 +5,10 @@
 //! from, and how the filter is placed on each platform. Wiring a new filter in
 //! is one row here plus its crate in `Cargo.toml`.
 
-use palisade_core::{ConfigError, HostKind};
+use palisade_core::filter::{configure, Control};
+use palisade_core::{ConfigError, Host, HostKind};
 use serde_json::Value;
+use std::rc::Rc;
 
 /// Where a filter sits in Istio's filter chain, and what happens when its VM
 /// fails (`failStrategy`), with the reason operators read in the rendered YAML.
@@ -25,6 +27,9 @@ pub struct IstioPlacement {
 /// A filter crate's `check_config`: the validation its `configure` runs.
 pub type CheckFn = fn(&[u8], HostKind) -> Result<(), ConfigError>;
 
+/// A filter crate's `Plugin::configure`, type erased: `palisade.wasm` runs it.
+pub type ConfigureFn = fn(&[u8], &mut dyn Host) -> Result<Rc<dyn Control>, ConfigError>;
+
 /// One filter.
 #[derive(Debug, Clone, Copy)]
 pub struct Filter {
@@ -33,6 +38,8 @@ pub struct Filter {
     pub summary: &'static str,
     /// The filter crate's `check_config`.
     pub check: CheckFn,
+    /// The filter crate's plugin, configured.
+    pub configure: ConfigureFn,
     /// The filter crate's `config_schema` (schemars' draft 2020-12).
     pub schema: fn() -> Value,
     /// Position in a chain when routes do not order two filters themselves:
@@ -73,6 +80,7 @@ pub const FILTERS: &[Filter] = &[
         name: "errors",
         summary: "error masking: no stack traces or internals leave the proxy",
         check: palisade_errors::check_config,
+        configure: configure::<palisade_errors::ErrorsPlugin>,
         schema: palisade_errors::config_schema,
         rank: 10,
         envoy_allow_on_headers_stop_iteration: true,
@@ -91,6 +99,7 @@ pub const FILTERS: &[Filter] = &[
         name: "headers",
         summary: "request/response header sanitization, security headers",
         check: palisade_headers::check_config,
+        configure: configure::<palisade_headers::HeadersPlugin>,
         schema: palisade_headers::config_schema,
         rank: 20,
         envoy_allow_on_headers_stop_iteration: false,
@@ -109,6 +118,7 @@ pub const FILTERS: &[Filter] = &[
         name: "jwt",
         summary: "JWT checking",
         check: palisade_jwt::check_config,
+        configure: configure::<palisade_jwt::JwtPlugin>,
         schema: palisade_jwt::config_schema,
         rank: 30,
         envoy_allow_on_headers_stop_iteration: false,
@@ -127,6 +137,7 @@ pub const FILTERS: &[Filter] = &[
         name: "ratelimit",
         summary: "per-client rate limits",
         check: palisade_ratelimit::check_config,
+        configure: configure::<palisade_ratelimit::RateLimitPlugin>,
         schema: palisade_ratelimit::config_schema,
         rank: 40,
         envoy_allow_on_headers_stop_iteration: false,
@@ -145,6 +156,7 @@ pub const FILTERS: &[Filter] = &[
         name: "schema",
         summary: "JSON Schema / OpenAPI validation",
         check: palisade_schema::check_config,
+        configure: configure::<palisade_schema::SchemaPlugin>,
         schema: palisade_schema::config_schema,
         rank: 50,
         envoy_allow_on_headers_stop_iteration: true,

@@ -164,14 +164,32 @@ pub struct Upstream {
     pub port: u16,
 }
 
-/// Parses a chain file's text.
+/// Parses a chain file's text (YAML, of which JSON is a subset).
+#[cfg(feature = "yaml")]
 pub fn parse(text: &str) -> Result<ChainFile, Problem> {
     serde_norway::from_str(text).map_err(|e| problem("", e.to_string()))
 }
 
 /// Loads and resolves; every problem found is returned, not only the first.
+#[cfg(feature = "yaml")]
 pub fn load(text: &str) -> Result<Chain, Vec<Problem>> {
     let file = parse(text).map_err(|p| vec![p])?;
+    resolve(&file)
+}
+
+/// The chain file's JSON form, as `palisade.wasm` receives it: parsed and
+/// resolved with the same checks as `palisade check`.
+pub fn load_json(json: &[u8]) -> Result<Chain, Vec<Problem>> {
+    let file: ChainFile = serde_path_to_error::deserialize(
+        &mut serde_json::Deserializer::from_slice(json),
+    )
+    .map_err(|e| {
+        let at = e.path().to_string();
+        vec![problem(
+            if at == "." { String::new() } else { at },
+            e.into_inner().to_string(),
+        )]
+    })?;
     resolve(&file)
 }
 
@@ -398,7 +416,7 @@ impl Chain {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "yaml"))]
 mod tests {
     use super::*;
 

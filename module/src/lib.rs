@@ -1,0 +1,245 @@
+//! `palisade.wasm`: the five controls in one module, one VM per worker,
+//! running the chain file's routes.
+//!
+//! Its configuration is the chain file's JSON form (`version`, shared
+//! `filters`, `routes` with `name`, `match` and the ordered `filters`),
+//! checked as `palisade check` checks it ([`chain::load_json`]). For each
+//! request the route is the chain route named like the proxy's route
+//! (`xds.route_name`, `kong.route_name`), else the first whose `match`
+//! fits the path; its controls run in order on the request and in reverse
+//! on the response ([`runner`]). A request no route matches runs no
+//! control. Each distinct (control, config) pair is configured once per VM
+//! and shared by every route that uses it.
+
+pub mod chain;
+pub mod registry;
+pub mod runner;
+
+use palisade_core::config::ConfigError;
+use palisade_core::filter::Control;
+use palisade_core::host::CallResponse;
+use palisade_core::route::{first_match, Match, RouteInput, Rule};
+use palisade_core::{Flow, Host, HostKind, HttpFilter, Plugin};
+use std::rc::Rc;
+
+palisade_core::export_plugin!(ChainPlugin);
+
+/// The module's name in logs and metrics of its own (`palisade.chain.*`).
+pub const NAME: &str = "chain";
+
+/// A chain route, compiled.
+struct CompiledRoute {
+    name: String,
+    matcher: Match,
+    /// Indexes into [`ChainPlugin::controls`], outermost first.
+    controls: Vec<usize>,
+}
+
+impl Rule for CompiledRoute {
+    fn matcher(&self) -> &Match {
+        &self.matcher
+    }
+}
+
+/// The configured chain, shared by every request of one VM.
+pub struct ChainPlugin {
+    routes: Vec<CompiledRoute>,
+    controls: Vec<Rc<dyn Control>>,
+}
+
+impl ChainPlugin {
+    /// The route for this request: by the proxy's route name, else by path.
+    fn select(&self, host: &dyn Host) -> Option<&CompiledRoute> {
+        if let Some(name) = host.route_name() {
+            if let Some(route) = self.routes.iter().find(|r| r.name == name) {
+                return Some(route);
+            }
+        }
+        let raw = host.request_header(":path").unwrap_or_default();
+        let path = palisade_core::path::normalize(&String::from_utf8_lossy(&raw));
+        let input = RouteInput {
+            method: "",
+            path: &path,
+            route_name: None,
+        };
+        first_match(&self.routes, &input)
+    }
+
+    /// How many controls each route runs, by route name (for tests and logs).
+    pub fn route_controls(&self) -> Vec<(String, Vec<&'static str>)> {
+        self.routes
+            .iter()
+            .map(|r| {
+                let names = r
+                    .controls
+                    .iter()
+                    .map(|&c| self.controls[c].name())
+                    .collect();
+                (r.name.clone(), names)
+            })
+            .collect()
+    }
+}
+
+/// The chain's problems as one config error: every one, each with its place.
+fn chain_error(problems: Vec<chain::Problem>) -> ConfigError {
+    let at = problems.first().map(|p| p.at.clone()).unwrap_or_default();
+    let message = problems
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ");
+    ConfigError::new(at, message)
+}
+
+impl Plugin for ChainPlugin {
+    const NAME: &'static str = NAME;
+    type Filter = ChainFilter;
+
+    fn configure(config: &[u8], host: &mut dyn Host) -> Result<Self, ConfigError> {
+        let chain = chain::load_json(config).map_err(chain_error)?;
+        // Shared configs no route uses are checked all the same, as
+        // `palisade check` does.
+        for (filter, value) in &chain.shared {
+            let used = chain
+                .routes
+                .iter()
+                .any(|r| r.filters.iter().any(|u| u.filter.name == filter.name));
+            if !used {
+                let bytes = serde_json::to_vec(value).unwrap_or_default();
+                (filter.check)(&bytes, HostKind::Unknown).map_err(|e| {
+                    ConfigError::new(format!("filters.{}", filter.name), e.to_string())
+                })?;
+            }
+        }
+        let mut keys: Vec<(&'static str, String)> = Vec::new();
+        let mut controls: Vec<Rc<dyn Control>> = Vec::new();
+        let mut routes = Vec::new();
+        for route in &chain.routes {
+            let mut indexes = Vec::new();
+            for u in &route.filters {
+                let text = serde_json::to_string(&u.config).unwrap_or_default();
+                let key = (u.filter.name, text);
+                let index = match keys.iter().position(|k| *k == key) {
+                    Some(i) => i,
+                    None => {
+                        let control =
+                            (u.filter.configure)(key.1.as_bytes(), host).map_err(|e| {
+                                ConfigError::new(
+                                    chain.origin_label(u.filter, &u.origin),
+                                    e.to_string(),
+                                )
+                            })?;
+                        keys.push(key);
+                        controls.push(control);
+                        controls.len() - 1
+                    }
+                };
+                indexes.push(index);
+            }
+            routes.push(CompiledRoute {
+                name: route.name.clone(),
+                matcher: Match {
+                    prefix: route.prefix.clone(),
+                    path: route.path.clone(),
+                    ..Match::default()
+                },
+                controls: indexes,
+            });
+        }
+        Ok(ChainPlugin { routes, controls })
+    }
+
+    fn new_filter(plugin: &Rc<Self>) -> ChainFilter {
+        ChainFilter {
+            plugin: Rc::clone(plugin),
+            stream: None,
+        }
+    }
+
+    fn check_host(&self, kind: HostKind) -> Result<(), ConfigError> {
+        self.controls.iter().try_for_each(|c| c.check_host(kind))
+    }
+
+    fn tick_period_ms(&self) -> Option<u64> {
+        self.controls
+            .iter()
+            .filter_map(|c| c.tick_period_ms())
+            .min()
+    }
+
+    fn on_tick(&self, host: &mut dyn Host) {
+        for c in &self.controls {
+            c.on_tick(host);
+        }
+    }
+
+    fn on_call_response(&self, host: &mut dyn Host, response: CallResponse) {
+        for c in &self.controls {
+            c.on_call_response(host, response.clone());
+        }
+    }
+
+    fn holds_request_headers(&self) -> bool {
+        self.controls.iter().any(|c| c.holds_request_headers())
+    }
+
+    fn holds_response_headers(&self) -> bool {
+        self.controls.iter().any(|c| c.holds_response_headers())
+    }
+}
+
+/// One request: the route's controls, chosen at the request headers.
+pub struct ChainFilter {
+    plugin: Rc<ChainPlugin>,
+    stream: Option<runner::Stream>,
+}
+
+impl ChainFilter {
+    fn with(&mut self, f: impl FnOnce(&mut runner::Stream) -> Flow) -> Flow {
+        match self.stream.as_mut() {
+            Some(s) => f(s),
+            None => Flow::Continue,
+        }
+    }
+}
+
+impl HttpFilter for ChainFilter {
+    fn on_request_headers(&mut self, host: &mut dyn Host, eos: bool) -> Flow {
+        let plugin = Rc::clone(&self.plugin);
+        let Some(route) = plugin.select(host) else {
+            return Flow::Continue;
+        };
+        let filters = route
+            .controls
+            .iter()
+            .map(|&c| plugin.controls[c].new_filter())
+            .collect();
+        let stream = self.stream.insert(runner::Stream::new(filters));
+        stream.on_request_headers(host, eos)
+    }
+
+    fn on_request_body(&mut self, host: &mut dyn Host, size: usize, eos: bool) -> Flow {
+        self.with(|s| s.on_request_body(host, size, eos))
+    }
+
+    fn on_request_trailers(&mut self, host: &mut dyn Host) -> Flow {
+        self.with(|s| s.on_request_trailers(host))
+    }
+
+    fn on_response_headers(&mut self, host: &mut dyn Host, eos: bool) -> Flow {
+        self.with(|s| s.on_response_headers(host, eos))
+    }
+
+    fn on_response_body(&mut self, host: &mut dyn Host, size: usize, eos: bool) -> Flow {
+        self.with(|s| s.on_response_body(host, size, eos))
+    }
+
+    fn on_response_trailers(&mut self, host: &mut dyn Host) -> Flow {
+        self.with(|s| s.on_response_trailers(host))
+    }
+
+    fn on_call_response(&mut self, host: &mut dyn Host, response: CallResponse) -> Flow {
+        self.with(|s| s.on_call_response(host, response))
+    }
+}

@@ -1,0 +1,276 @@
+//! One stream through a route's controls, inside one filter.
+//!
+//! Envoy's filter manager, in small: the request goes through the route's
+//! controls in order and the response in reverse order. A control that
+//! returns Pause stops the ones after it until it lets go (the answer to
+//! its call, or the body it held the headers for); those then get what the
+//! stream has seen so far (headers, then any buffered body and trailers),
+//! as separate filters would once the stopped one continued. A local reply
+//! ends the request path; the host then sends that reply through the
+//! response path, where every control sees it, as separate filters would.
+//!
+//! Bodies: each call of a body callback hands the controls the whole
+//! buffered body (the host re-delivers it cumulatively after a Pause). Only
+//! one control per direction reads bodies (`schema` requests, `errors`
+//! responses), and the others let bodies pass, so seeing a chunk again
+//! changes nothing for them.
+
+use palisade_core::host::CallResponse;
+use palisade_core::{Flow, Host, HttpFilter};
+
+/// Where the request path stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stop {
+    at: usize,
+    /// Waiting for a call's answer (else for the body).
+    call: bool,
+}
+
+/// The controls of one route, for one stream.
+pub struct Stream {
+    filters: Vec<Box<dyn HttpFilter>>,
+    /// Controls `0..entered` let the request headers through.
+    entered: usize,
+    stop: Option<Stop>,
+    headers_eos: bool,
+    /// The buffered request body as last seen: size and end of stream.
+    body: Option<(usize, bool)>,
+    trailers: bool,
+    /// Controls `n - resp_entered..n` let the response headers through.
+    resp_entered: usize,
+    resp_stop: Option<usize>,
+    resp_eos: bool,
+    resp_body: Option<(usize, bool)>,
+    resp_trailers: bool,
+}
+
+/// Stops the path when a control answered itself or paused.
+macro_rules! step {
+    ($host:expr, $flow:expr) => {{
+        let flow = $flow;
+        if $host.local_reply_sent() {
+            return Flow::Pause;
+        }
+        flow
+    }};
+}
+
+impl Stream {
+    pub fn new(filters: Vec<Box<dyn HttpFilter>>) -> Stream {
+        Stream {
+            filters,
+            entered: 0,
+            stop: None,
+            headers_eos: false,
+            body: None,
+            trailers: false,
+            resp_entered: 0,
+            resp_stop: None,
+            resp_eos: false,
+            resp_body: None,
+            resp_trailers: false,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.filters.len()
+    }
+
+    /// Lets the request headers into the controls after the last one that
+    /// passed them, replaying body and trailers already seen, until one
+    /// stops the path.
+    fn advance(&mut self, host: &mut dyn Host) -> Flow {
+        while self.stop.is_none() && self.entered < self.len() {
+            let i = self.entered;
+            let calls = host.calls_dispatched();
+            let eos = self.headers_eos;
+            if step!(host, self.filters[i].on_request_headers(host, eos)) == Flow::Pause {
+                self.stop = Some(Stop {
+                    at: i,
+                    call: host.calls_dispatched() > calls,
+                });
+                return Flow::Pause;
+            }
+            self.entered = i + 1;
+            if self.replay(host, i) == Flow::Pause {
+                return Flow::Pause;
+            }
+        }
+        match self.stop {
+            Some(_) => Flow::Pause,
+            None => Flow::Continue,
+        }
+    }
+
+    /// Gives control `i` the body and trailers the stream already had.
+    fn replay(&mut self, host: &mut dyn Host, i: usize) -> Flow {
+        if let Some((size, eos)) = self.body {
+            if step!(host, self.filters[i].on_request_body(host, size, eos)) == Flow::Pause {
+                return Flow::Pause;
+            }
+        }
+        if self.trailers && step!(host, self.filters[i].on_request_trailers(host)) == Flow::Pause {
+            return Flow::Pause;
+        }
+        Flow::Continue
+    }
+
+    pub fn on_request_headers(&mut self, host: &mut dyn Host, eos: bool) -> Flow {
+        self.headers_eos = eos;
+        self.advance(host)
+    }
+
+    pub fn on_request_body(&mut self, host: &mut dyn Host, size: usize, eos: bool) -> Flow {
+        self.body = Some((size, eos));
+        for i in 0..self.entered {
+            if step!(host, self.filters[i].on_request_body(host, size, eos)) == Flow::Pause {
+                return Flow::Pause;
+            }
+        }
+        match self.stop {
+            // Held for the body: it decides now.
+            Some(Stop { at, call: false }) => {
+                if step!(host, self.filters[at].on_request_body(host, size, eos)) == Flow::Pause {
+                    return Flow::Pause;
+                }
+                self.release(at);
+                self.advance(host)
+            }
+            // The body waits with the request for the call's answer.
+            Some(Stop { call: true, .. }) => Flow::Pause,
+            None => Flow::Continue,
+        }
+    }
+
+    pub fn on_request_trailers(&mut self, host: &mut dyn Host) -> Flow {
+        self.trailers = true;
+        for i in 0..self.entered {
+            if step!(host, self.filters[i].on_request_trailers(host)) == Flow::Pause {
+                return Flow::Pause;
+            }
+        }
+        match self.stop {
+            Some(Stop { at, call: false }) => {
+                if step!(host, self.filters[at].on_request_trailers(host)) == Flow::Pause {
+                    return Flow::Pause;
+                }
+                self.release(at);
+                self.advance(host)
+            }
+            Some(Stop { call: true, .. }) => Flow::Pause,
+            None => Flow::Continue,
+        }
+    }
+
+    fn release(&mut self, at: usize) {
+        self.stop = None;
+        self.entered = at + 1;
+    }
+
+    /// The answer goes to the control waiting for it; when it lets go, it
+    /// gets what arrived meanwhile and the rest of the chain runs.
+    pub fn on_call_response(&mut self, host: &mut dyn Host, response: CallResponse) -> Flow {
+        let Some(Stop { at, call: true }) = self.stop else {
+            // Nobody waits (a stale answer): nothing to resume.
+            return Flow::Pause;
+        };
+        let calls = host.calls_dispatched();
+        if step!(host, self.filters[at].on_call_response(host, response)) == Flow::Pause {
+            // Another call, or held for the body now.
+            self.stop = Some(Stop {
+                at,
+                call: host.calls_dispatched() > calls,
+            });
+            return Flow::Pause;
+        }
+        self.release(at);
+        if self.replay(host, at) == Flow::Pause {
+            return Flow::Pause;
+        }
+        self.advance(host)
+    }
+
+    /// Index of the `k`-th control on the response path (last first).
+    fn resp_index(&self, k: usize) -> usize {
+        self.len() - 1 - k
+    }
+
+    fn resp_advance(&mut self, host: &mut dyn Host) -> Flow {
+        while self.resp_stop.is_none() && self.resp_entered < self.len() {
+            let i = self.resp_index(self.resp_entered);
+            let eos = self.resp_eos;
+            if step!(host, self.filters[i].on_response_headers(host, eos)) == Flow::Pause {
+                self.resp_stop = Some(i);
+                return Flow::Pause;
+            }
+            self.resp_entered += 1;
+            if let Some((size, eos)) = self.resp_body {
+                if step!(host, self.filters[i].on_response_body(host, size, eos)) == Flow::Pause {
+                    return Flow::Pause;
+                }
+            }
+            if self.resp_trailers
+                && step!(host, self.filters[i].on_response_trailers(host)) == Flow::Pause
+            {
+                return Flow::Pause;
+            }
+        }
+        match self.resp_stop {
+            Some(_) => Flow::Pause,
+            None => Flow::Continue,
+        }
+    }
+
+    /// Every response starts the path afresh: a local reply replacing the
+    /// upstream's answer comes through here again.
+    pub fn on_response_headers(&mut self, host: &mut dyn Host, eos: bool) -> Flow {
+        self.resp_entered = 0;
+        self.resp_stop = None;
+        self.resp_body = None;
+        self.resp_trailers = false;
+        self.resp_eos = eos;
+        self.resp_advance(host)
+    }
+
+    pub fn on_response_body(&mut self, host: &mut dyn Host, size: usize, eos: bool) -> Flow {
+        self.resp_body = Some((size, eos));
+        for k in 0..self.resp_entered {
+            let i = self.resp_index(k);
+            if step!(host, self.filters[i].on_response_body(host, size, eos)) == Flow::Pause {
+                return Flow::Pause;
+            }
+        }
+        match self.resp_stop {
+            Some(at) => {
+                if step!(host, self.filters[at].on_response_body(host, size, eos)) == Flow::Pause {
+                    return Flow::Pause;
+                }
+                self.resp_stop = None;
+                self.resp_entered += 1;
+                self.resp_advance(host)
+            }
+            None => Flow::Continue,
+        }
+    }
+
+    pub fn on_response_trailers(&mut self, host: &mut dyn Host) -> Flow {
+        self.resp_trailers = true;
+        for k in 0..self.resp_entered {
+            let i = self.resp_index(k);
+            if step!(host, self.filters[i].on_response_trailers(host)) == Flow::Pause {
+                return Flow::Pause;
+            }
+        }
+        match self.resp_stop {
+            Some(at) => {
+                if step!(host, self.filters[at].on_response_trailers(host)) == Flow::Pause {
+                    return Flow::Pause;
+                }
+                self.resp_stop = None;
+                self.resp_entered += 1;
+                self.resp_advance(host)
+            }
+            None => Flow::Continue,
+        }
+    }
+}
