@@ -22,7 +22,7 @@ ENVOY_FROM_VENV = $$(ls $(CURDIR)/$(VENV)/lib/python3*/site-packages/envoy/_bin/
 help:
 	@echo "make run    - build, start Envoy on 127.0.0.1:10000 with every filter, print demo curls"
 	@echo "make test   - fmt, clippy, unit tests (native + wasm VM), wasm build, real-Envoy tests"
-	@echo "make build  - every filter to $(DIST)/palisade_<name>.wasm"
+	@echo "make build  - every filter to $(DIST)/palisade_<name>.wasm, and $(DIST)/palisade.wasm (all in one)"
 	@echo "make bench  - load benchmarks against Envoy + Criterion benches of the pure cores"
 
 toolchain:
@@ -64,13 +64,17 @@ build: toolchain
 	done
 	@cp target/$(WASM_TARGET)/release/palisade_empty.wasm $(DIST)/bench/
 	@printf '%-32s %8d bytes\n' "$(DIST)/bench/palisade_empty.wasm" $$(stat -c %s $(DIST)/bench/palisade_empty.wasm)
+	@# The one-VM module: every control, the chain's own entry point only.
+	cargo build --release --target $(WASM_TARGET) -p palisade-module --no-default-features --features export
+	@cp target/$(WASM_TARGET)/release/palisade.wasm $(DIST)/
+	@printf '%-32s %8d bytes\n' "$(DIST)/palisade.wasm" $$(stat -c %s $(DIST)/palisade.wasm)
 	@# Kong reads palisade_<name>.meta.json beside each module (config schema, metric labels).
 	cargo run -q -p palisade-cli -- meta --dist $(DIST)
 
 lint: toolchain
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
-	cargo clippy --target $(WASM_TARGET) -p palisade-core $(addprefix -p palisade-,$(FILTERS)) -- -D warnings
+	cargo clippy --target $(WASM_TARGET) -p palisade-core $(addprefix -p palisade-,$(FILTERS)) -p palisade-module -- -D warnings
 
 unit:
 	cargo test --workspace --exclude palisade-tests

@@ -182,7 +182,7 @@ pub struct ProxyWasmHost {
     request_headers_sent: bool,
     /// HTTP/gRPC calls dispatched by this stream so far.
     calls_dispatched: u32,
-    /// A local reply was sent.
+    /// A local reply was sent in the current callback.
     replied: bool,
     request: RefCell<Option<Rc<Headers>>>,
     response: RefCell<Option<Rc<Headers>>>,
@@ -214,6 +214,7 @@ impl ProxyWasmHost {
     /// Starts a callback: other filters may have changed the maps since.
     fn enter(&mut self, phase: Phase) {
         self.phase = phase;
+        self.replied = false;
         self.request = RefCell::new(None);
         self.response = RefCell::new(None);
     }

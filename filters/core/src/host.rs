@@ -370,8 +370,9 @@ pub trait Host {
     /// A local reply. The caller must return [`crate::Flow::Pause`] afterwards.
     fn send_response(&mut self, status: u16, headers: &[(&str, &str)], body: &[u8]);
 
-    /// Whether a local reply was sent on this stream: a chain stops its
-    /// request controls there.
+    /// Whether a local reply was sent in the current callback: a chain
+    /// stops its controls there. (The reply then comes back through the
+    /// response callbacks, where this starts false again.)
     fn local_reply_sent(&self) -> bool {
         false
     }
