@@ -25,12 +25,13 @@
 //! checked by `palisade check` with each filter's own code.
 
 use crate::registry::{self, Filter};
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fmt;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChainFile {
     /// Format version; only 1 exists.
@@ -42,9 +43,17 @@ pub struct ChainFile {
     #[serde(default)]
     pub filters: BTreeMap<String, Value>,
     pub routes: Vec<RouteSpec>,
+    /// `palisade.wasm` only: also publish each control's decision as an
+    /// `x-palisade-<control>` request header, and the verified claims as
+    /// Envoy filter state, for the upstream, later filters and access logs.
+    /// Off by default: inside the module the controls pass them in memory,
+    /// and every published header costs a host call and clears Envoy's route
+    /// cache. The per-filter modules always publish.
+    #[serde(default)]
+    pub publish_decisions: bool,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteSpec {
     /// Envoy route name (`xds.route_name`), Kong route name, Istio resource names.
@@ -63,14 +72,16 @@ pub struct RouteSpec {
 }
 
 /// A path prefix or an exact path, as Envoy and Kong route on them.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteMatch {
+    /// Path prefix (`/api/`); give this or `path`.
     pub prefix: Option<String>,
+    /// Exact path (`/healthz`); give this or `prefix`.
     pub path: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IstioTarget {
     /// Namespace of the rendered resources (default `istio-system`).
@@ -91,7 +102,7 @@ pub struct IstioTarget {
 pub const ISTIO_CONTEXTS: [&str; 4] = ["SIDECAR_INBOUND", "SIDECAR_OUTBOUND", "GATEWAY", "ANY"];
 
 /// `headers` (shared config or `{}`) or `{headers: {...}}` (this route's own).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum FilterRef {
     Name(String),
@@ -150,6 +161,8 @@ pub struct Route {
 /// A chain whose references all resolve.
 #[derive(Debug, Clone)]
 pub struct Chain {
+    /// See [`ChainFile::publish_decisions`].
+    pub publish_decisions: bool,
     pub upstreams: BTreeMap<String, Upstream>,
     /// Shared configs (every one, used or not: all are checked).
     pub shared: Vec<(&'static Filter, Value)>,
@@ -393,6 +406,7 @@ pub fn resolve(file: &ChainFile) -> Result<Chain, Vec<Problem>> {
 
     if problems.is_empty() {
         Ok(Chain {
+            publish_decisions: file.publish_decisions,
             upstreams,
             shared,
             routes,

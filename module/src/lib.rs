@@ -12,6 +12,7 @@
 //! and shared by every route that uses it.
 
 pub mod chain;
+pub mod host;
 pub mod registry;
 pub mod runner;
 
@@ -45,6 +46,7 @@ impl Rule for CompiledRoute {
 pub struct ChainPlugin {
     routes: Vec<CompiledRoute>,
     controls: Vec<Rc<dyn Control>>,
+    publish: bool,
 }
 
 impl ChainPlugin {
@@ -147,7 +149,11 @@ impl Plugin for ChainPlugin {
                 controls: indexes,
             });
         }
-        Ok(ChainPlugin { routes, controls })
+        Ok(ChainPlugin {
+            routes,
+            controls,
+            publish: chain.publish_decisions,
+        })
     }
 
     fn new_filter(plugin: &Rc<Self>) -> ChainFilter {
@@ -215,7 +221,9 @@ impl HttpFilter for ChainFilter {
             .iter()
             .map(|&c| plugin.controls[c].new_filter())
             .collect();
-        let stream = self.stream.insert(runner::Stream::new(filters));
+        let stream = self
+            .stream
+            .insert(runner::Stream::new(filters, plugin.publish));
         stream.on_request_headers(host, eos)
     }
 

@@ -15,6 +15,7 @@
 //! responses), and the others let bodies pass, so seeing a chunk again
 //! changes nothing for them.
 
+use crate::host::{ChainHost, Memory};
 use palisade_core::host::CallResponse;
 use palisade_core::{Flow, Host, HttpFilter};
 
@@ -29,6 +30,9 @@ struct Stop {
 /// The controls of one route, for one stream.
 pub struct Stream {
     filters: Vec<Box<dyn HttpFilter>>,
+    /// What the controls leave for each other (see [`crate::host`]).
+    memory: Memory,
+    publish: bool,
     /// Controls `0..entered` let the request headers through.
     entered: usize,
     stop: Option<Stop>,
@@ -56,9 +60,11 @@ macro_rules! step {
 }
 
 impl Stream {
-    pub fn new(filters: Vec<Box<dyn HttpFilter>>) -> Stream {
+    pub fn new(filters: Vec<Box<dyn HttpFilter>>, publish: bool) -> Stream {
         Stream {
             filters,
+            memory: Memory::default(),
+            publish,
             entered: 0,
             stop: None,
             headers_eos: false,
@@ -76,6 +82,21 @@ impl Stream {
         self.filters.len()
     }
 
+    /// Runs one control's callback against the chain's view of the host.
+    fn call(
+        &mut self,
+        host: &mut dyn Host,
+        i: usize,
+        callback: impl FnOnce(&mut dyn HttpFilter, &mut dyn Host) -> Flow,
+    ) -> Flow {
+        let mut view = ChainHost {
+            inner: host,
+            memory: &mut self.memory,
+            publish: self.publish,
+        };
+        callback(self.filters[i].as_mut(), &mut view)
+    }
+
     /// Lets the request headers into the controls after the last one that
     /// passed them, replaying body and trailers already seen, until one
     /// stops the path.
@@ -84,7 +105,11 @@ impl Stream {
             let i = self.entered;
             let calls = host.calls_dispatched();
             let eos = self.headers_eos;
-            if step!(host, self.filters[i].on_request_headers(host, eos)) == Flow::Pause {
+            if step!(
+                host,
+                self.call(host, i, |f, h| f.on_request_headers(h, eos))
+            ) == Flow::Pause
+            {
                 self.stop = Some(Stop {
                     at: i,
                     call: host.calls_dispatched() > calls,
@@ -105,11 +130,17 @@ impl Stream {
     /// Gives control `i` the body and trailers the stream already had.
     fn replay(&mut self, host: &mut dyn Host, i: usize) -> Flow {
         if let Some((size, eos)) = self.body {
-            if step!(host, self.filters[i].on_request_body(host, size, eos)) == Flow::Pause {
+            if step!(
+                host,
+                self.call(host, i, |f, h| f.on_request_body(h, size, eos))
+            ) == Flow::Pause
+            {
                 return Flow::Pause;
             }
         }
-        if self.trailers && step!(host, self.filters[i].on_request_trailers(host)) == Flow::Pause {
+        if self.trailers
+            && step!(host, self.call(host, i, |f, h| f.on_request_trailers(h))) == Flow::Pause
+        {
             return Flow::Pause;
         }
         Flow::Continue
@@ -123,14 +154,22 @@ impl Stream {
     pub fn on_request_body(&mut self, host: &mut dyn Host, size: usize, eos: bool) -> Flow {
         self.body = Some((size, eos));
         for i in 0..self.entered {
-            if step!(host, self.filters[i].on_request_body(host, size, eos)) == Flow::Pause {
+            if step!(
+                host,
+                self.call(host, i, |f, h| f.on_request_body(h, size, eos))
+            ) == Flow::Pause
+            {
                 return Flow::Pause;
             }
         }
         match self.stop {
             // Held for the body: it decides now.
             Some(Stop { at, call: false }) => {
-                if step!(host, self.filters[at].on_request_body(host, size, eos)) == Flow::Pause {
+                if step!(
+                    host,
+                    self.call(host, at, |f, h| f.on_request_body(h, size, eos))
+                ) == Flow::Pause
+                {
                     return Flow::Pause;
                 }
                 self.release(at);
@@ -145,13 +184,14 @@ impl Stream {
     pub fn on_request_trailers(&mut self, host: &mut dyn Host) -> Flow {
         self.trailers = true;
         for i in 0..self.entered {
-            if step!(host, self.filters[i].on_request_trailers(host)) == Flow::Pause {
+            if step!(host, self.call(host, i, |f, h| f.on_request_trailers(h))) == Flow::Pause {
                 return Flow::Pause;
             }
         }
         match self.stop {
             Some(Stop { at, call: false }) => {
-                if step!(host, self.filters[at].on_request_trailers(host)) == Flow::Pause {
+                if step!(host, self.call(host, at, |f, h| f.on_request_trailers(h))) == Flow::Pause
+                {
                     return Flow::Pause;
                 }
                 self.release(at);
@@ -175,7 +215,11 @@ impl Stream {
             return Flow::Pause;
         };
         let calls = host.calls_dispatched();
-        if step!(host, self.filters[at].on_call_response(host, response)) == Flow::Pause {
+        if step!(
+            host,
+            self.call(host, at, |f, h| f.on_call_response(h, response))
+        ) == Flow::Pause
+        {
             // Another call, or held for the body now.
             self.stop = Some(Stop {
                 at,
@@ -199,18 +243,26 @@ impl Stream {
         while self.resp_stop.is_none() && self.resp_entered < self.len() {
             let i = self.resp_index(self.resp_entered);
             let eos = self.resp_eos;
-            if step!(host, self.filters[i].on_response_headers(host, eos)) == Flow::Pause {
+            if step!(
+                host,
+                self.call(host, i, |f, h| f.on_response_headers(h, eos))
+            ) == Flow::Pause
+            {
                 self.resp_stop = Some(i);
                 return Flow::Pause;
             }
             self.resp_entered += 1;
             if let Some((size, eos)) = self.resp_body {
-                if step!(host, self.filters[i].on_response_body(host, size, eos)) == Flow::Pause {
+                if step!(
+                    host,
+                    self.call(host, i, |f, h| f.on_response_body(h, size, eos))
+                ) == Flow::Pause
+                {
                     return Flow::Pause;
                 }
             }
             if self.resp_trailers
-                && step!(host, self.filters[i].on_response_trailers(host)) == Flow::Pause
+                && step!(host, self.call(host, i, |f, h| f.on_response_trailers(h))) == Flow::Pause
             {
                 return Flow::Pause;
             }
@@ -236,13 +288,21 @@ impl Stream {
         self.resp_body = Some((size, eos));
         for k in 0..self.resp_entered {
             let i = self.resp_index(k);
-            if step!(host, self.filters[i].on_response_body(host, size, eos)) == Flow::Pause {
+            if step!(
+                host,
+                self.call(host, i, |f, h| f.on_response_body(h, size, eos))
+            ) == Flow::Pause
+            {
                 return Flow::Pause;
             }
         }
         match self.resp_stop {
             Some(at) => {
-                if step!(host, self.filters[at].on_response_body(host, size, eos)) == Flow::Pause {
+                if step!(
+                    host,
+                    self.call(host, at, |f, h| f.on_response_body(h, size, eos))
+                ) == Flow::Pause
+                {
                     return Flow::Pause;
                 }
                 self.resp_stop = None;
@@ -257,13 +317,14 @@ impl Stream {
         self.resp_trailers = true;
         for k in 0..self.resp_entered {
             let i = self.resp_index(k);
-            if step!(host, self.filters[i].on_response_trailers(host)) == Flow::Pause {
+            if step!(host, self.call(host, i, |f, h| f.on_response_trailers(h))) == Flow::Pause {
                 return Flow::Pause;
             }
         }
         match self.resp_stop {
             Some(at) => {
-                if step!(host, self.filters[at].on_response_trailers(host)) == Flow::Pause {
+                if step!(host, self.call(host, at, |f, h| f.on_response_trailers(h))) == Flow::Pause
+                {
                     return Flow::Pause;
                 }
                 self.resp_stop = None;

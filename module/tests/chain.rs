@@ -291,3 +291,58 @@ fn a_bad_chain_is_refused_with_every_problem_and_its_place() {
     assert!(e.contains("routes[0] (api).filters.headers"), "{e}");
     assert!(e.contains("max_headers"), "{e}");
 }
+
+#[test]
+fn decisions_and_claims_stay_in_memory_unless_published() {
+    let config = |publish: bool| {
+        let mut c = chain(
+            json!([{"name": "api", "match": {"prefix": "/"}, "upstream": "shop",
+                    "filters": ["headers", "jwt", "ratelimit"]}]),
+            json!({
+                "jwt": jwt_config(json!({"local_jwks": jwks()})),
+                "ratelimit": {"rules": [{"match": {"prefix": "/"}, "limits": [
+                    {"name": "per-user", "key": [{"claim": "sub"}], "requests": 1, "per_s": 60}]}]}
+            }),
+        );
+        c["publish_decisions"] = json!(publish);
+        c
+    };
+    for publish in [false, true] {
+        let (plugin, root) = configure(&config(publish));
+        let bearer = format!("Bearer {}", token("user-1"));
+        let mut host = request(&root, "GET", "/orders", &[("authorization", &bearer)]);
+        let out = run(
+            &mut ChainPlugin::new_filter(&plugin),
+            &mut host,
+            &Exchange::new(),
+        );
+        assert_eq!(out.client().status, 200);
+        // The claim header is the control's output, always there.
+        assert_eq!(out.upstream_values("x-jwt-sub"), ["user-1"]);
+        let decisions: Vec<String> = [
+            "x-palisade-headers",
+            "x-palisade-jwt",
+            "x-palisade-ratelimit",
+        ]
+        .iter()
+        .flat_map(|h| out.upstream_values(h))
+        .collect();
+        let claims = host.properties.get("palisade_jwt_claims").is_some();
+        if publish {
+            assert_eq!(decisions, ["allow", "allow", "allow"]);
+            assert!(claims);
+        } else {
+            assert!(decisions.is_empty(), "{decisions:?}");
+            assert!(!claims, "the claims reached the proxy");
+        }
+        // ratelimit read the claims either way: the second request of
+        // user-1 is limited.
+        let mut host = request(&root, "GET", "/orders", &[("authorization", &bearer)]);
+        let out = run(
+            &mut ChainPlugin::new_filter(&plugin),
+            &mut host,
+            &Exchange::new(),
+        );
+        assert_eq!(out.client().status, 429, "publish={publish}");
+    }
+}
