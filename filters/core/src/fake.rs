@@ -373,19 +373,37 @@ impl Host for FakeHost {
     }
 
     fn set_request_header(&mut self, name: &str, value: &[u8]) {
-        match find(&self.request_headers, name).is_some() {
-            // In place, on both hosts.
-            true => set(&mut self.request_headers, name, value),
+        if find(&self.request_headers, name).is_none() {
             // Kong: a set after a removal adds a second header beside the
             // removed one, which is still forwarded.
-            false => add(&mut self.request_headers, name, value),
+            add(&mut self.request_headers, name, value);
+            return;
         }
+        if self.kind == HostKind::Kong {
+            // Kong overwrites the first copy in place; the others lose
+            // their hash and still reach the upstream, unchanged.
+            let mut first = true;
+            let mut kept = Vec::new();
+            for (n, v) in std::mem::take(&mut self.request_headers) {
+                if !n.eq_ignore_ascii_case(name) {
+                    kept.push((n, v));
+                } else if first {
+                    first = false;
+                    kept.push((n, value.to_vec()));
+                } else {
+                    self.removed_but_forwarded.push((n, v));
+                }
+            }
+            self.request_headers = kept;
+            return;
+        }
+        set(&mut self.request_headers, name, value);
     }
 
     fn remove_request_header(&mut self, name: &str) {
         if self.kind().strips_request_headers_by_overwrite() {
             if find(&self.request_headers, name).is_some() {
-                set(&mut self.request_headers, name, b"");
+                self.set_request_header(name, b"");
             }
             return;
         }

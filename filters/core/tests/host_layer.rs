@@ -343,3 +343,22 @@ fn kong_cuts_a_body_replacement_to_the_size_given() {
     envoy.set_response_body(0, 4, b"{\"replaced\": true}");
     assert_eq!(envoy.response_body, b"{\"replaced\": true}");
 }
+
+#[test]
+fn kong_overwrites_only_the_first_copy_of_a_repeated_request_header() {
+    let mut kong = FakeHost::kong()
+        .with_request_header("x-jwt-sub", "mallory")
+        .with_request_header("X-Jwt-Sub", "mallory2");
+    kong.remove_request_header("x-jwt-sub");
+    kong.set_request_header("x-jwt-sub", b"alice");
+    assert_eq!(
+        kong.upstream_header_values("x-jwt-sub"),
+        ["mallory2", "alice"]
+    );
+    let headers = FakeHost::new()
+        .with_request_header("x-jwt-sub", "a")
+        .with_request_header("X-Jwt-Sub", "b")
+        .request_headers();
+    assert!(palisade_core::headers::repeated(&headers, |n| n == "x-jwt-sub"));
+    assert!(!palisade_core::headers::repeated(&headers, |n| n == "accept"));
+}

@@ -20,6 +20,7 @@ pub mod response;
 use config::{Config, MethodOverride};
 use palisade_core::config::ConfigError;
 use palisade_core::host::Headers;
+use palisade_core::method::OVERRIDE_HEADERS;
 use palisade_core::metrics::{Counter, Metrics};
 use palisade_core::route::{first_match, needs_route_name, Match, RouteInput, Rule};
 use palisade_core::{Flow, Host, HttpFilter, Level, Plugin, RequestContext};
@@ -264,6 +265,29 @@ impl HttpFilter for HeadersFilter {
         }
 
         let (names, fields) = request::to_strip(&policy.request, &headers, !keep, PUBLISHED);
+        let strips_by_overwrite = host.kind().strips_request_headers_by_overwrite();
+        if fields > 0
+            && strips_by_overwrite
+            && palisade_core::headers::repeated(&headers, |n| {
+                n == PUBLISHED
+                    || policy.request.drops(n)
+                    || (!keep && OVERRIDE_HEADERS.contains(&n))
+            })
+        {
+            let flow = ctx.reject(
+                host,
+                &plugin.metrics,
+                request::repeated_denial(),
+                policy.dry_run,
+            );
+            if flow == Flow::Pause {
+                self.state = Some(Chosen {
+                    policy,
+                    request_id: ctx.request_id,
+                });
+                return Flow::Pause;
+            }
+        }
         if fields > 0 {
             if policy.dry_run {
                 counters.shadow_request_headers_removed.add(host, fields);

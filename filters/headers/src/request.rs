@@ -14,13 +14,24 @@ use palisade_core::Denial;
 use serde_json::json;
 
 /// Denial reasons: `palisade.headers.denied.<reason>` and `shadow_denied.<reason>`.
-pub const REASONS: [&str; 5] = [
+pub const REASONS: [&str; 6] = [
     "method_not_allowed",
     "method_override",
     "too_many_headers",
     "headers_too_large",
     "control_character",
+    "repeated_header",
 ];
+
+/// A header that must be stripped was sent more than once, on a host that
+/// strips by overwriting (Kong): only the first copy would be overwritten.
+pub fn repeated_denial() -> Denial {
+    Denial::new(
+        Problem::of_kind(400, "repeated-header", "Repeated request header")
+            .detail("a request header this proxy removes was sent more than once"),
+        "repeated_header",
+    )
+}
 
 /// The method override a request carries to the upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

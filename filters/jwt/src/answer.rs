@@ -8,7 +8,7 @@ use palisade_core::problem::Problem;
 use palisade_core::Denial;
 
 /// Every reason a request can be denied for (metric names `denied.<reason>`).
-pub const REASONS: [&str; 13] = [
+pub const REASONS: [&str; 14] = [
     "missing",
     "ambiguous",
     "malformed",
@@ -22,6 +22,7 @@ pub const REASONS: [&str; 13] = [
     "claim",
     "jwks_unavailable",
     "unmatched",
+    "repeated_header",
 ];
 
 /// `Bearer realm="…"` plus RFC 6750 parameters.
@@ -100,6 +101,17 @@ pub fn jwks_unavailable(realm: &str, policy: OnJwksUnavailable) -> Denial {
         .header("retry-after", "5"),
         _ => invalid(realm, "jwks_unavailable", detail),
     }
+}
+
+/// A claim header sent more than once, on a host that strips by
+/// overwriting (Kong): only the first copy could be replaced, and the
+/// others would reach the upstream as a forged identity.
+pub fn repeated_header() -> Denial {
+    Denial::new(
+        Problem::of_kind(400, "repeated-header", "Repeated request header")
+            .detail("an identity header this proxy sets was sent more than once"),
+        "repeated_header",
+    )
 }
 
 pub fn unmatched() -> Denial {

@@ -782,6 +782,18 @@ impl HttpFilter for JwtFilter {
         let plugin = self.plugin.clone();
         let ctx = RequestContext::from_headers(NAME, &headers);
         // A client must never forge an identity header, whatever the route.
+        if host.kind().strips_request_headers_by_overwrite()
+            && palisade_core::headers::repeated(&headers, |n| {
+                plugin.claim_headers.iter().any(|c| c == n)
+            })
+        {
+            return ctx.reject(
+                host,
+                &plugin.metrics,
+                answer::repeated_header(),
+                plugin.dry_run,
+            );
+        }
         for name in &plugin.claim_headers {
             if find(&headers, name).is_some() {
                 host.remove_request_header(name);

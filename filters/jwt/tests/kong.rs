@@ -334,3 +334,49 @@ fn on_kong_a_forged_identity_never_reaches_the_upstream_without_a_token() {
         }
     }
 }
+
+#[test]
+fn on_kong_a_repeated_identity_header_is_refused() {
+    // Seen on the real host: an overwrite reaches only the first copy of a
+    // repeated header; the second went upstream as `X-Jwt-Sub: mallory2`.
+    let mut host = FakeHost::configuring(HostKind::Kong).at_secs(NOW);
+    let plugin = configure(
+        &config_with(provider(json!({})), default_rules()),
+        &mut host,
+    );
+    let auth = format!("Bearer {}", rs256(&claims()));
+    let forged = [
+        ("x-jwt-sub", "mallory"),
+        ("X-Jwt-Sub", "mallory2"),
+        ("authorization", auth.as_str()),
+    ];
+    let mut req = request_on(&host, HostKind::Kong, HostKind::Kong, &forged, "/orders");
+    let out = run(
+        &mut JwtPlugin::new_filter(&plugin),
+        &mut req,
+        &Exchange::new(),
+    );
+    let client = out.client();
+    assert_eq!(client.status, 400);
+    assert_eq!(
+        client.json()["type"],
+        "urn:palisade:problem:repeated-header"
+    );
+    assert!(!String::from_utf8_lossy(&client.body).contains("mallory"));
+    assert_eq!(req.counter("palisade.jwt.denied.repeated_header"), 1);
+    assert!(out.upstream.is_none());
+    // Envoy removes every copy: no refusal there.
+    let mut envoy = FakeHost::configuring(HostKind::Envoy).at_secs(NOW);
+    let plugin = configure(
+        &config_with(provider(json!({})), default_rules()),
+        &mut envoy,
+    );
+    let mut req = request_on(&envoy, HostKind::Envoy, HostKind::Envoy, &forged, "/orders");
+    let out = run(
+        &mut JwtPlugin::new_filter(&plugin),
+        &mut req,
+        &Exchange::new(),
+    );
+    assert_eq!(out.client().status, 200);
+    assert_eq!(out.upstream_values("x-jwt-sub"), vec!["user-1"]);
+}
