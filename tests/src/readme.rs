@@ -551,19 +551,22 @@ pub fn kong_conf_problems(text: &str) -> Vec<String> {
 
 // ---------------------------------------------------------------- Envoy
 
-/// Paths like `/etc/envoy/palisade_jwt.wasm` in a README config, replaced by the
+/// Paths like `/etc/envoy/palisade_jwt.wasm` (or the one-VM module
+/// `/etc/envoy/palisade.wasm`) in a README config, replaced by the
 /// built module in `dist/` (the only substitution a config gets before Envoy
 /// loads it: the README's paths are where an operator installs the modules).
 /// Returns the text and each replacement made.
 pub fn substitute_wasm_paths(text: &str, filters: &[&str]) -> (String, Vec<String>) {
-    let re = Regex::new(r"(?:[A-Za-z0-9_.{}-]*/)+palisade_([a-z]+)\.wasm").expect("a valid regex");
+    let re =
+        Regex::new(r"(?:[A-Za-z0-9_.{}-]*/)+palisade(?:_([a-z]+))?\.wasm").expect("a valid regex");
     let mut notes = Vec::new();
     let out = re.replace_all(text, |c: &regex::Captures| {
-        let name = &c[1];
-        if !filters.contains(&name) {
-            return c[0].to_string();
-        }
-        let built = dist_path(name);
+        let built = match c.get(1) {
+            // The one-VM module, `palisade.wasm`.
+            None => repo_root().join("dist").join("palisade.wasm"),
+            Some(name) if filters.contains(&name.as_str()) => dist_path(name.as_str()),
+            Some(_) => return c[0].to_string(),
+        };
         notes.push(format!("{} -> {}", &c[0], built.display()));
         built.to_string_lossy().into_owned()
     });
