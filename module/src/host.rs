@@ -63,9 +63,13 @@ impl Host for ChainHost<'_> {
         self.inner.request_header(name)
     }
     fn set_request_header(&mut self, name: &str, value: &[u8]) {
-        // A decision: only when published. (Stripping a client's copy is a
-        // removal, which always goes through.)
+        // A decision: only when published. Unpublished, a copy the client
+        // sent must still not pass for one (the headers control overwrites
+        // its own decision header instead of stripping it).
         if !self.publish && name.starts_with(HEADER_PREFIX) {
+            if self.inner.request_header(name).is_some() {
+                self.inner.remove_request_header(name);
+            }
             return;
         }
         self.inner.set_request_header(name, value);

@@ -310,7 +310,12 @@ fn decisions_and_claims_stay_in_memory_unless_published() {
     for publish in [false, true] {
         let (plugin, root) = configure(&config(publish));
         let bearer = format!("Bearer {}", token("user-1"));
-        let mut host = request(&root, "GET", "/orders", &[("authorization", &bearer)]);
+        // A forged decision never passes for the chain's, published or not.
+        let forged = [
+            ("authorization", bearer.as_str()),
+            ("x-palisade-headers", "forged"),
+        ];
+        let mut host = request(&root, "GET", "/orders", &forged);
         let out = run(
             &mut ChainPlugin::new_filter(&plugin),
             &mut host,
