@@ -97,8 +97,11 @@ integration: build envoy test-servers
 
 test: lint unit wasm-test build integration
 
+# The demo runs dist/palisade.wasm (the whole chain in one module);
+# `make run MODULES=per-filter` chains dist/palisade_<name>.wasm instead.
+MODULES ?= single
 run: build envoy
-	ENVOY_BIN="$${ENVOY_BIN:-$(ENVOY_FROM_VENV)}" python3 envoy/run_demo.py
+	ENVOY_BIN="$${ENVOY_BIN:-$(ENVOY_FROM_VENV)}" python3 envoy/run_demo.py --modules $(MODULES)
 
 bench-tools:
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
@@ -132,18 +135,25 @@ clean:
 
 # --- Deploy artifacts (palisade CLI, cli/) ----------------------------------
 # OCI image layouts in Istio's compat format (one layer holding plugin.wasm)
-# for every dist/palisade_<name>.wasm: dist/oci/<name>/ and dist/oci/<name>.tar,
-# manifest digests printed (Istio's `sha256` pin). No Docker needed.
+# for dist/palisade.wasm (image `palisade`: dist/oci/palisade/ and
+# dist/oci/palisade.tar) and every dist/palisade_<name>.wasm (dist/oci/<name>/
+# and dist/oci/<name>.tar), manifest digests printed (Istio's `sha256` pin).
+# No Docker needed.
 .PHONY: oci
 oci: build
 	cargo run -q -p palisade-cli -- oci --dist $(DIST)
 
 # Istio resources pinned to the images `make oci` wrote (sha256 = manifest
-# digests), for the registry in ISTIO_URL: dist/istio/*.yaml.
+# digests), for the registry in ISTIO_URL ({filter} is `palisade` for
+# palisade.wasm): dist/istio/*.yaml load palisade.wasm, dist/istio/per-filter/
+# one module per filter.
 ISTIO_URL ?= oci://registry.example.com/palisade/{filter}:0.1.0
 .PHONY: istio
 istio: oci
-	@mkdir -p $(DIST)/istio
-	cargo run -q -p palisade-cli -- render istio istio/chain.yaml --pin-from $(DIST) --url '$(ISTIO_URL)' -o $(DIST)/istio/wasmplugins.yaml
-	cargo run -q -p palisade-cli -- render istio istio/chain.yaml --pin-from $(DIST) --url '$(ISTIO_URL)' --kind traffic-extension -o $(DIST)/istio/trafficextensions.yaml
-	@ls $(DIST)/istio/*.yaml
+	@mkdir -p $(DIST)/istio/per-filter
+	@for m in single per-filter; do \
+	  out=$(DIST)/istio; [ $$m = single ] || out=$(DIST)/istio/$$m; \
+	  cargo run -q -p palisade-cli -- render istio istio/chain.yaml --modules $$m --pin-from $(DIST) --url '$(ISTIO_URL)' -o $$out/wasmplugins.yaml || exit 1; \
+	  cargo run -q -p palisade-cli -- render istio istio/chain.yaml --modules $$m --pin-from $(DIST) --url '$(ISTIO_URL)' --kind traffic-extension -o $$out/trafficextensions.yaml || exit 1; \
+	done
+	@ls $(DIST)/istio/*.yaml $(DIST)/istio/per-filter/*.yaml

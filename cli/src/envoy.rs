@@ -1,5 +1,16 @@
 //! `palisade render envoy`: a complete Envoy bootstrap for a chain.
 //!
+//! By default ([`Modules::Single`]) the listener loads `palisade.wasm` once:
+//! one `envoy.filters.http.wasm` filter whose configuration is the chain
+//! file's JSON form ([`module_config`]). Envoy's routes are named after the
+//! chain's routes, so the module picks each request's route by Envoy's route
+//! name (`xds.route_name`) and runs that route's controls in the route's
+//! order. Different routes may order the same controls differently.
+//! `allow_on_headers_stop_iteration` is set only when a control holds
+//! headers back (`hold_headers` of errors or schema), the failure policy is
+//! `FAIL_CLOSED` when any control of the chain fails closed.
+//!
+//! With [`Modules::PerFilter`], each control is its own module:
 //! Envoy's wasm filter has no per-route config, and one HTTP connection
 //! manager has one filter list. So every distinct (filter, config) pair of
 //! the chain becomes one filter *instance* in that list, and each route
@@ -21,7 +32,7 @@
 //! ratelimit, schema). Two routes ordering the same two filters differently
 //! cannot share one list and are refused.
 
-use crate::chain::{Chain, Origin, Route};
+use crate::chain::{Chain, Origin, Route, Use};
 use crate::registry::Filter;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
@@ -33,8 +44,10 @@ pub struct Options {
     pub listen: String,
     /// Admin address, `ip:port`.
     pub admin: String,
-    /// Directory holding `palisade_<name>.wasm`.
+    /// Directory holding `palisade.wasm` (or `palisade_<name>.wasm`).
     pub wasm_dir: String,
+    /// One module for the whole chain, or one per control.
+    pub modules: Modules,
 }
 
 impl Default for Options {
@@ -43,8 +56,146 @@ impl Default for Options {
             listen: "0.0.0.0:10000".into(),
             admin: "127.0.0.1:9901".into(),
             wasm_dir: "/etc/envoy".into(),
+            modules: Modules::Single,
         }
     }
+}
+
+/// Which modules a rendered config loads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Modules {
+    /// `palisade.wasm`: every control of the chain in one module and one VM,
+    /// configured with the chain file's JSON form.
+    #[default]
+    Single,
+    /// `palisade_<name>.wasm`: one module (and VM) per control.
+    PerFilter,
+}
+
+/// `palisade.wasm`'s name: its Envoy filter, root and VM id, its Kong filter
+/// name (the file name), and `{filter}` in Istio URLs.
+pub const MODULE: &str = "palisade";
+
+/// The file a module is built to: `palisade.wasm` for [`MODULE`],
+/// `palisade_<name>.wasm` for a control's own module.
+pub fn module_file(name: &str) -> String {
+    if name == MODULE {
+        format!("{MODULE}.wasm")
+    } else {
+        format!("palisade_{name}.wasm")
+    }
+}
+
+/// `palisade.wasm`'s configuration for `routes` of `chain`: the chain file's
+/// JSON form (`version`, the upstreams and shared configs these routes use,
+/// the routes with `name`, `match`, `upstream` and their ordered `filters`;
+/// a filter with the shared config by name, a route's own as `{name: config}`).
+/// The routes' `istio` sections stay out: only renderers read them.
+pub fn module_config(chain: &Chain, routes: &[&Route]) -> Value {
+    let mut upstreams = serde_json::Map::new();
+    for (name, u) in &chain.upstreams {
+        if routes.iter().any(|r| &r.upstream == name) {
+            upstreams.insert(name.clone(), json!(u.url));
+        }
+    }
+    let mut shared = serde_json::Map::new();
+    for (f, config) in &chain.shared {
+        let used = routes.iter().any(|r| {
+            r.filters
+                .iter()
+                .any(|u| u.filter.name == f.name && u.origin == Origin::Shared)
+        });
+        if used {
+            shared.insert(f.name.to_string(), config.clone());
+        }
+    }
+    let routes: Vec<Value> = routes
+        .iter()
+        .map(|r| {
+            let matcher = match (&r.prefix, &r.path) {
+                (Some(p), _) => json!({"prefix": p}),
+                (None, Some(p)) => json!({"path": p}),
+                (None, None) => json!({"prefix": "/"}),
+            };
+            let filters: Vec<Value> = r
+                .filters
+                .iter()
+                .map(|u| match u.origin {
+                    Origin::Shared => json!(u.filter.name),
+                    Origin::Route(_) => json!({ u.filter.name: u.config }),
+                })
+                .collect();
+            json!({"name": r.name, "match": matcher, "upstream": r.upstream, "filters": filters})
+        })
+        .collect();
+    let mut config = json!({"version": 1, "upstreams": upstreams});
+    if !shared.is_empty() {
+        config["filters"] = Value::Object(shared);
+    }
+    if chain.publish_decisions {
+        config["publish_decisions"] = Value::Bool(true);
+    }
+    config["routes"] = Value::Array(routes);
+    config
+}
+
+/// Whether a control's config holds headers back while it reads a body
+/// (`hold_headers`, at the top or in a rule), which needs Envoy's
+/// `allow_on_headers_stop_iteration`.
+pub fn holds_headers(u: &Use) -> bool {
+    let Some(default) = u.filter.hold_headers_default else {
+        return false;
+    };
+    let top = u
+        .config
+        .get("hold_headers")
+        .and_then(Value::as_bool)
+        .unwrap_or(default);
+    let in_rule = u
+        .config
+        .get("rules")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .any(|r| r.get("hold_headers").and_then(Value::as_bool) == Some(true));
+    top || in_rule
+}
+
+/// `palisade.wasm`'s Envoy filter for `routes`: `FAIL_CLOSED` when any of
+/// their controls fails closed (jwt, schema), and
+/// `allow_on_headers_stop_iteration` only when a control holds headers.
+pub fn module_json(chain: &Chain, routes: &[&Route], wasm_dir: &str) -> Value {
+    let uses = || routes.iter().flat_map(|r| r.filters.iter());
+    let policy = if uses().any(|u| u.filter.envoy_failure_policy() == "FAIL_CLOSED") {
+        "FAIL_CLOSED"
+    } else {
+        "FAIL_OPEN"
+    };
+    let dir = wasm_dir.trim_end_matches('/');
+    let mut plugin = json!({
+        "name": MODULE,
+        "root_id": MODULE,
+        "vm_config": {
+            "vm_id": MODULE,
+            "runtime": "envoy.wasm.runtime.v8",
+            "code": {"local": {"filename": format!("{dir}/{}", module_file(MODULE))}},
+        },
+        "configuration": {
+            "@type": "type.googleapis.com/google.protobuf.StringValue",
+            "value": module_config(chain, routes).to_string(),
+        },
+        "failure_policy": policy,
+    });
+    if uses().any(holds_headers) {
+        plugin["allow_on_headers_stop_iteration"] = Value::Bool(true);
+    }
+    json!({
+        "name": MODULE,
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            "config": plugin,
+        },
+    })
 }
 
 /// One filter instance of the listener.
@@ -233,23 +384,48 @@ pub const UNROUTED: &str = "palisade-unrouted";
 /// The bootstrap as YAML, with a header saying how routes get their chains.
 pub fn render_text(chain: &Chain, options: &Options) -> Result<String, String> {
     let v = render(chain, options)?;
-    let mut out = String::from(
-        "# Envoy bootstrap rendered by `palisade render envoy` from a chain file.\n\
-         # Each distinct filter config is one wasm filter in http_filters; every route\n\
-         # disables (typed_per_filter_config, FilterConfig.disabled) the ones outside\n\
-         # its own chain. Modules are read from the wasm dir given at render time.\n",
-    );
+    let mut out = String::from(match options.modules {
+        Modules::Single => {
+            "# Envoy bootstrap rendered by `palisade render envoy` from a chain file.\n\
+             # One wasm filter, palisade.wasm, runs every route's controls: its configuration\n\
+             # is the chain file as JSON, and Envoy's routes carry the chain's route names,\n\
+             # by which the module picks each request's controls. The module is read from\n\
+             # the wasm dir given at render time.\n"
+        }
+        Modules::PerFilter => {
+            "# Envoy bootstrap rendered by `palisade render envoy` from a chain file.\n\
+             # Each distinct filter config is one wasm filter in http_filters; every route\n\
+             # disables (typed_per_filter_config, FilterConfig.disabled) the ones outside\n\
+             # its own chain. Modules are read from the wasm dir given at render time.\n"
+        }
+    });
     out.push_str(&crate::to_yaml(&v)?);
     Ok(out)
 }
 
 /// The bootstrap, as a JSON value.
 pub fn render(chain: &Chain, options: &Options) -> Result<Value, String> {
-    let (instances, per_route) = plan(chain)?;
-    let mut http_filters: Vec<Value> = instances
-        .iter()
-        .map(|i| instance_json(i, &options.wasm_dir))
-        .collect();
+    let (instances, per_route, mut http_filters) = match options.modules {
+        Modules::PerFilter => {
+            let (instances, per_route) = plan(chain)?;
+            let filters: Vec<Value> = instances
+                .iter()
+                .map(|i| instance_json(i, &options.wasm_dir))
+                .collect();
+            (instances, per_route, filters)
+        }
+        Modules::Single => {
+            // The module picks the route's controls itself: no route
+            // disables anything but the unrouted one (see below).
+            let all: Vec<&Route> = chain.routes.iter().collect();
+            let filters = if all.iter().any(|r| !r.filters.is_empty()) {
+                vec![module_json(chain, &all, &options.wasm_dir)]
+            } else {
+                Vec::new()
+            };
+            (Vec::new(), vec![Vec::new(); chain.routes.len()], filters)
+        }
+    };
     http_filters.push(json!({
         "name": "envoy.filters.http.router",
         "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
@@ -272,6 +448,14 @@ pub fn render(chain: &Chain, options: &Options) -> Result<Value, String> {
         });
         if let Some(per_filter) = disable_others(&instances, &[]) {
             unrouted["typed_per_filter_config"] = per_filter;
+        }
+        if options.modules == Modules::Single && !http_filters.is_empty() {
+            // The module would fall back to the chain's matches; Envoy found
+            // none, so the module does not run at all.
+            unrouted["typed_per_filter_config"] = json!({MODULE: {
+                "@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig",
+                "disabled": true,
+            }});
         }
         routes.push(unrouted);
     }
@@ -341,6 +525,13 @@ mod tests {
         chain::load(text).unwrap()
     }
 
+    fn per_filter() -> Options {
+        Options {
+            modules: Modules::PerFilter,
+            ..Options::default()
+        }
+    }
+
     const HEAD: &str = "version: 1\nupstreams: {b: 'http://127.0.0.1:9'}\nroutes:\n";
 
     #[test]
@@ -351,7 +542,7 @@ mod tests {
   - {{name: d, match: {{prefix: /}}, upstream: b, filters: []}}
 "
         ));
-        let v = render(&c, &Options::default()).unwrap();
+        let v = render(&c, &per_filter()).unwrap();
         let hcm = &v["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
             ["typed_config"];
         let names: Vec<&str> = hcm["http_filters"]
@@ -399,12 +590,12 @@ mod tests {
         let c = chain(&format!(
             "{HEAD}  - {{name: a, match: {{prefix: /}}, upstream: b, filters: [ratelimit]}}\n"
         ));
-        let v = render(&c, &Options::default()).unwrap();
+        let v = render(&c, &per_filter()).unwrap();
         let hcm = &v["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
             ["typed_config"];
         assert_eq!(hcm["use_remote_address"], true);
         assert!(hcm.get("xff_num_trusted_hops").is_none());
-        let text = render_text(&c, &Options::default()).unwrap();
+        let text = render_text(&c, &per_filter()).unwrap();
         assert!(text.contains("use_remote_address: true"), "{text}");
     }
 
@@ -413,7 +604,7 @@ mod tests {
         let c = chain(&format!(
             "{HEAD}  - {{name: a, match: {{path: /a}}, upstream: b, filters: [errors]}}\n"
         ));
-        let v = render(&c, &Options::default()).unwrap();
+        let v = render(&c, &per_filter()).unwrap();
         let routes = &v["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
             ["typed_config"]["route_config"]["virtual_hosts"][0]["routes"];
         assert_eq!(routes[1]["name"], UNROUTED);
@@ -432,7 +623,7 @@ mod tests {
   - {{name: c, match: {{prefix: /c}}, upstream: b, filters: [headers, errors]}}
 "
         ));
-        let err = render(&c, &Options::default()).unwrap_err();
+        let err = render(&c, &per_filter()).unwrap_err();
         assert!(
             err.contains("routes a, c order palisade.errors and palisade.headers differently"),
             "{err}"
@@ -450,5 +641,80 @@ mod tests {
         let names: Vec<&str> = instances.iter().map(|i| i.name.as_str()).collect();
         assert_eq!(names, ["palisade.errors", "palisade.headers"]);
         assert_eq!(per_route, vec![vec![1], vec![0]]);
+    }
+
+    fn hcm(v: &Value) -> &Value {
+        &v["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    }
+
+    #[test]
+    fn one_module_runs_every_route_picked_by_envoys_route_name() {
+        let c = chain(&format!(
+            "{HEAD}  - {{name: a, match: {{prefix: /a}}, upstream: b, filters: [errors, headers]}}
+  - {{name: c, match: {{path: /c}}, upstream: b, filters: [{{headers: {{dry_run: true}}}}, errors]}}
+"
+        ));
+        let v = render(&c, &Options::default()).unwrap();
+        let hcm = hcm(&v);
+        let filters = hcm["http_filters"].as_array().unwrap();
+        assert_eq!(filters.len(), 2, "palisade.wasm and the router");
+        let plugin = &filters[0]["typed_config"]["config"];
+        assert_eq!(filters[0]["name"], MODULE);
+        assert_eq!(
+            plugin["vm_config"]["code"]["local"]["filename"],
+            "/etc/envoy/palisade.wasm"
+        );
+        assert_eq!(plugin["failure_policy"], "FAIL_OPEN");
+        // errors' hold_headers is off by default: no flag.
+        assert!(plugin.get("allow_on_headers_stop_iteration").is_none());
+        let config: Value =
+            serde_json::from_str(plugin["configuration"]["value"].as_str().unwrap()).unwrap();
+        assert_eq!(
+            config,
+            json!({"version": 1, "upstreams": {"b": "http://127.0.0.1:9"}, "routes": [
+                {"name": "a", "match": {"prefix": "/a"}, "upstream": "b", "filters": ["errors", "headers"]},
+                {"name": "c", "match": {"path": "/c"}, "upstream": "b",
+                 "filters": [{"headers": {"dry_run": true}}, "errors"]},
+            ]})
+        );
+        // What the module loads is the chain itself.
+        let again = crate::chain::load_json(config.to_string().as_bytes()).unwrap();
+        assert_eq!(again.routes.len(), 2);
+        let routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
+            .as_array()
+            .unwrap();
+        let names: Vec<&str> = routes.iter().map(|r| r["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["a", "c", UNROUTED]);
+        assert!(routes[0].get("typed_per_filter_config").is_none());
+        assert_eq!(
+            routes[2]["typed_per_filter_config"][MODULE]["disabled"],
+            true
+        );
+        assert_eq!(hcm["use_remote_address"], true);
+    }
+
+    #[test]
+    fn the_module_holds_headers_and_fails_closed_only_when_a_control_needs_it() {
+        let c = chain(&format!(
+            "{HEAD}  - {{name: a, match: {{prefix: /}}, upstream: b, filters: [{{errors: {{rules: [{{hold_headers: true}}]}}}}, jwt]}}
+"
+        ));
+        let v = render(&c, &Options::default()).unwrap();
+        let plugin = &hcm(&v)["http_filters"][0]["typed_config"]["config"];
+        assert_eq!(plugin["allow_on_headers_stop_iteration"], true);
+        assert_eq!(plugin["failure_policy"], "FAIL_CLOSED");
+        let routes = &hcm(&v)["route_config"]["virtual_hosts"][0]["routes"];
+        assert_eq!(routes.as_array().unwrap().len(), 1, "a catch-all route");
+    }
+
+    #[test]
+    fn the_module_allows_routes_ordering_controls_differently() {
+        let c = chain(&format!(
+            "{HEAD}  - {{name: a, match: {{prefix: /a}}, upstream: b, filters: [errors, headers]}}
+  - {{name: c, match: {{prefix: /c}}, upstream: b, filters: [headers, errors]}}
+"
+        ));
+        assert!(render(&c, &Options::default()).is_ok());
+        assert!(render(&c, &per_filter()).is_err());
     }
 }

@@ -1,6 +1,18 @@
-//! `palisade render istio`: one `WasmPlugin` (or Istio 1.30 `TrafficExtension`)
-//! per route and filter.
+//! `palisade render istio`: by default one `WasmPlugin` (or Istio 1.30
+//! `TrafficExtension`) per workload target loading `palisade.wasm`, whose
+//! `pluginConfig` is the chain file's JSON form for the routes of that
+//! target; with [`Modules::PerFilter`], one per route and filter.
 //!
+//! Routes with the same target (`istio:` namespace, `selector` or
+//! `targetRefs`, and `match`) share one resource: the module picks each
+//! request's route by Envoy's route name when the mesh's routes carry the
+//! chain's route names (VirtualService `http[].name`), else by the routes'
+//! own `match`, and runs that route's controls in order. The module's
+//! resource is placed in `AUTHN` with priority 1000 (ahead of Istio's own
+//! authn and authz filters, as the per-filter `errors` is); its
+//! `failStrategy` is `FAIL_CLOSE` when any of its controls fails closed.
+//!
+//! Per filter:
 //! Istio attaches Wasm filters to workloads or gateways (`selector`,
 //! `targetRefs`), not to routes, so a route's `istio:` section says where its
 //! chain goes. The chain's order becomes `phase` + `priority` (from the
@@ -22,7 +34,8 @@
 //! `palisade render envoy` (flag included), inserted in chain order right
 //! before the router.
 
-use crate::chain::{Chain, Route, Use};
+use crate::chain::{Chain, IstioTarget, Route, Use};
+use crate::envoy::{Modules, MODULE};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 
@@ -41,8 +54,11 @@ pub struct Options {
     /// Where to read digests from (`dist/`: `oci/<filter>/index.json` for
     /// `oci://` URLs, `palisade_<filter>.wasm` otherwise); no `sha256` without.
     pub pin_from: Option<PathBuf>,
-    /// `EnvoyFilter`: directory of `palisade_<filter>.wasm` inside the proxy.
+    /// `EnvoyFilter`: directory of `palisade.wasm` / `palisade_<filter>.wasm`
+    /// inside the proxy.
     pub wasm_dir: String,
+    /// `palisade.wasm` per target, or one module per route and filter.
+    pub modules: Modules,
 }
 
 /// Where `EnvoyFilter` expects the modules (mounted into the proxy, e.g.
@@ -58,6 +74,7 @@ impl Default for Options {
             url: DEFAULT_URL.into(),
             pin_from: None,
             wasm_dir: DEFAULT_WASM_DIR.into(),
+            modules: Modules::Single,
         }
     }
 }
@@ -76,20 +93,29 @@ pub fn digest_for(url: &str, filter: &str, dist: &Path) -> Result<String, String
             .ok_or_else(|| format!("{}: no sha256 manifest", index_path.display()))?;
         Ok(digest.to_string())
     } else {
-        let wasm = dist.join(format!("palisade_{filter}.wasm"));
+        let wasm = dist.join(crate::envoy::module_file(filter));
         let bytes = std::fs::read(&wasm)
             .map_err(|e| format!("{}: {e} (run `make build`)", wasm.display()))?;
         Ok(crate::oci::sha256_hex(&bytes))
     }
 }
 
-struct Doc {
-    comment: Vec<String>,
-    body: Value,
+/// WasmPlugin and TrafficExtension cannot set Envoy's
+/// `allow_on_headers_stop_iteration`, which `hold_headers` needs.
+fn refuse_held_headers(route: &Route, u: &Use) -> Result<(), String> {
+    if crate::envoy::holds_headers(u) {
+        return Err(format!(
+            "route {:?}, {}: hold_headers needs Envoy's allow_on_headers_stop_iteration, \
+             which WasmPlugin and TrafficExtension cannot set: set \"hold_headers\": false \
+             for Istio, or render --kind envoy-filter",
+            route.name, u.filter.name
+        ));
+    }
+    Ok(())
 }
 
-fn resource(route: &Route, u: &Use, options: &Options) -> Result<Doc, String> {
-    let f = u.filter;
+/// A route's `istio:` section, with a selector or targetRefs.
+fn target(route: &Route) -> Result<&IstioTarget, String> {
     let istio = route.istio.as_ref().ok_or_else(|| {
         format!(
             "route {:?} has no istio section: WasmPlugins attach to workloads \
@@ -104,21 +130,223 @@ fn resource(route: &Route, u: &Use, options: &Options) -> Result<Doc, String> {
             route.name
         ));
     }
-    if let Some(default) = f.hold_headers_default {
-        let holds = u
-            .config
-            .get("hold_headers")
-            .and_then(Value::as_bool)
-            .unwrap_or(default);
-        if holds {
-            return Err(format!(
-                "route {:?}, {}: hold_headers needs Envoy's allow_on_headers_stop_iteration, \
-                 which WasmPlugin and TrafficExtension cannot set: set \"hold_headers\": false \
-                 for Istio, or render --kind envoy-filter",
-                route.name, f.name
-            ));
+    Ok(istio)
+}
+
+/// What makes two routes' resources one: the namespace, where they attach,
+/// the traffic they match and (EnvoyFilter) the patch context.
+fn target_key(istio: &IstioTarget) -> Value {
+    json!([
+        istio.namespace,
+        istio.selector,
+        istio.target_refs,
+        istio.traffic,
+        istio.context
+    ])
+}
+
+/// The routes with filters, grouped by target in first-appearance order.
+fn by_target(chain: &Chain) -> Result<Vec<Vec<&Route>>, String> {
+    let mut groups: Vec<(Value, Vec<&Route>)> = Vec::new();
+    for route in chain.routes.iter().filter(|r| !r.filters.is_empty()) {
+        let key = target_key(target(route)?);
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, routes)) => routes.push(route),
+            None => groups.push((key, vec![route])),
         }
     }
+    Ok(groups.into_iter().map(|(_, routes)| routes).collect())
+}
+
+fn route_names(routes: &[&Route]) -> String {
+    routes
+        .iter()
+        .map(|r| r.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `palisade.wasm` for the routes of one target, as a WasmPlugin or
+/// TrafficExtension.
+fn module_resource(chain: &Chain, routes: &[&Route], options: &Options) -> Result<Doc, String> {
+    let first = routes[0];
+    let istio = target(first)?;
+    for route in routes {
+        for u in &route.filters {
+            refuse_held_headers(route, u)?;
+        }
+    }
+    let url = options.url.replace("{filter}", MODULE);
+    let sha256 = match &options.pin_from {
+        Some(dist) => Some(digest_for(&url, MODULE, dist)?),
+        None => None,
+    };
+    let fail_close = routes
+        .iter()
+        .flat_map(|r| r.filters.iter())
+        .find(|u| u.filter.istio.fail_strategy == "FAIL_CLOSE");
+    let mut wasm = serde_json::Map::new();
+    wasm.insert("url".into(), json!(url));
+    if let Some(d) = &sha256 {
+        wasm.insert("sha256".into(), json!(d));
+    }
+    wasm.insert("imagePullPolicy".into(), json!("IfNotPresent"));
+    wasm.insert("pluginName".into(), json!(MODULE));
+    wasm.insert(
+        "failStrategy".into(),
+        json!(if fail_close.is_some() {
+            "FAIL_CLOSE"
+        } else {
+            "FAIL_OPEN"
+        }),
+    );
+    wasm.insert(
+        "pluginConfig".into(),
+        crate::envoy::module_config(chain, routes),
+    );
+    let mut spec = serde_json::Map::new();
+    if let Some(s) = &istio.selector {
+        spec.insert("selector".into(), s.clone());
+    }
+    if let Some(t) = &istio.target_refs {
+        spec.insert("targetRefs".into(), t.clone());
+    }
+    spec.insert("phase".into(), json!("AUTHN"));
+    spec.insert("priority".into(), json!(1000));
+    if let Some(m) = &istio.traffic {
+        spec.insert("match".into(), m.clone());
+    }
+    let kind = match options.kind {
+        Kind::WasmPlugin => {
+            spec.extend(wasm);
+            "WasmPlugin"
+        }
+        Kind::TrafficExtension => {
+            spec.insert("wasm".into(), Value::Object(wasm));
+            "TrafficExtension"
+        }
+        Kind::EnvoyFilter => unreachable!("EnvoyFilters are rendered by module_envoy_filter()"),
+    };
+    let body = json!({
+        "apiVersion": "extensions.istio.io/v1alpha1",
+        "kind": kind,
+        "metadata": {
+            "name": format!("palisade-{}", first.name),
+            "namespace": istio.namespace.clone().unwrap_or_else(|| "istio-system".into()),
+            "labels": {"app.kubernetes.io/part-of": "palisade", "palisade.dev/route": first.name},
+            "annotations": {"palisade.dev/routes": route_names(routes)},
+        },
+        "spec": spec,
+    });
+    let mut comment = vec![format!(
+        "palisade.wasm for route(s) {}: each route's controls in its order, the route picked \
+         by Envoy's route name when it is the chain route's name, else by the route's match",
+        route_names(routes)
+    )];
+    for route in routes {
+        let names: Vec<&str> = route.filters.iter().map(|u| u.filter.name).collect();
+        comment.push(format!("route {}: {}", route.name, names.join(" -> ")));
+    }
+    comment.push(
+        "phase AUTHN / priority 1000: ahead of Istio's own authn and authz filters, so the \
+         response controls see their local replies too"
+            .into(),
+    );
+    comment.push(match fail_close {
+        Some(u) => format!(
+            "failStrategy {} (from {})",
+            u.filter.istio.why_fail, u.filter.name
+        ),
+        None => "failStrategy FAIL_OPEN: no control of these routes must gate traffic when \
+                 the VM is dead"
+            .into(),
+    });
+    if sha256.is_none() {
+        comment.push(
+            "sha256: render with --pin-from dist (after `make oci`) to pin the module".into(),
+        );
+    }
+    Ok(Doc { comment, body })
+}
+
+/// `palisade.wasm` for the routes of one target, as one `EnvoyFilter` patch.
+fn module_envoy_filter(chain: &Chain, routes: &[&Route], options: &Options) -> Result<Doc, String> {
+    let first = routes[0];
+    let (istio, labels, context) = envoy_filter_target(first)?;
+    let patch = json!({
+        "applyTo": "HTTP_FILTER",
+        "match": {
+            "context": context,
+            "listener": {"filterChain": {"filter": {
+                "name": "envoy.filters.network.http_connection_manager",
+                "subFilter": {"name": "envoy.filters.http.router"},
+            }}},
+        },
+        "patch": {
+            "operation": "INSERT_BEFORE",
+            "value": crate::envoy::module_json(chain, routes, &options.wasm_dir),
+        },
+    });
+    Ok(Doc {
+        comment: vec![
+            format!(
+                "route(s) {}: palisade.wasm from {} (a local file in the proxy), before the router",
+                route_names(routes),
+                options.wasm_dir
+            ),
+            "failure_policy FAIL_CLOSED when a control fails closed; \
+             allow_on_headers_stop_iteration only when a control holds headers"
+                .into(),
+        ],
+        body: json!({
+            "apiVersion": "networking.istio.io/v1alpha3",
+            "kind": "EnvoyFilter",
+            "metadata": {
+                "name": format!("palisade-{}", first.name),
+                "namespace": istio.namespace.clone().unwrap_or_else(|| "istio-system".into()),
+                "labels": {"app.kubernetes.io/part-of": "palisade", "palisade.dev/route": first.name},
+                "annotations": {"palisade.dev/routes": route_names(routes)},
+            },
+            "spec": {"workloadSelector": {"labels": labels}, "configPatches": [patch]},
+        }),
+    })
+}
+
+/// An EnvoyFilter's target: the route's istio section, its matchLabels and
+/// the patch context.
+fn envoy_filter_target(route: &Route) -> Result<(&IstioTarget, &Value, String), String> {
+    let istio = route.istio.as_ref().ok_or_else(|| {
+        format!(
+            "route {:?} has no istio section (EnvoyFilter needs istio.selector)",
+            route.name
+        )
+    })?;
+    let labels = istio
+        .selector
+        .as_ref()
+        .and_then(|s| s.get("matchLabels"))
+        .ok_or_else(|| {
+            format!(
+                "route {:?}: EnvoyFilter needs istio.selector.matchLabels (workloadSelector)",
+                route.name
+            )
+        })?;
+    let context = istio
+        .context
+        .clone()
+        .unwrap_or_else(|| "SIDECAR_INBOUND".into());
+    Ok((istio, labels, context))
+}
+
+struct Doc {
+    comment: Vec<String>,
+    body: Value,
+}
+
+fn resource(route: &Route, u: &Use, options: &Options) -> Result<Doc, String> {
+    let f = u.filter;
+    let istio = target(route)?;
+    refuse_held_headers(route, u)?;
     let url = options.url.replace("{filter}", f.name);
     let sha256 = match &options.pin_from {
         Some(dist) => Some(digest_for(&url, f.name, dist)?),
@@ -186,26 +414,7 @@ fn resource(route: &Route, u: &Use, options: &Options) -> Result<Doc, String> {
 /// One `EnvoyFilter` per route: its chain as HTTP filter patches, each
 /// inserted right before the router (so they end up in chain order).
 fn envoy_filter(route: &Route, options: &Options) -> Result<Doc, String> {
-    let istio = route.istio.as_ref().ok_or_else(|| {
-        format!(
-            "route {:?} has no istio section (EnvoyFilter needs istio.selector)",
-            route.name
-        )
-    })?;
-    let labels = istio
-        .selector
-        .as_ref()
-        .and_then(|s| s.get("matchLabels"))
-        .ok_or_else(|| {
-            format!(
-                "route {:?}: EnvoyFilter needs istio.selector.matchLabels (workloadSelector)",
-                route.name
-            )
-        })?;
-    let context = istio
-        .context
-        .clone()
-        .unwrap_or_else(|| "SIDECAR_INBOUND".into());
+    let (istio, labels, context) = envoy_filter_target(route)?;
     let patches: Vec<Value> = route
         .filters
         .iter()
@@ -258,7 +467,20 @@ fn envoy_filter(route: &Route, options: &Options) -> Result<Doc, String> {
 /// Multi-document YAML with a comment above each resource.
 pub fn render(chain: &Chain, options: &Options) -> Result<String, String> {
     let mut docs = Vec::new();
-    for route in &chain.routes {
+    if options.modules == Modules::Single {
+        for routes in by_target(chain)? {
+            docs.push(match options.kind {
+                Kind::EnvoyFilter => module_envoy_filter(chain, &routes, options)?,
+                _ => module_resource(chain, &routes, options)?,
+            });
+        }
+    }
+    let per_filter = if options.modules == Modules::PerFilter {
+        chain.routes.as_slice()
+    } else {
+        &[]
+    };
+    for route in per_filter {
         if options.kind == Kind::EnvoyFilter {
             if !route.filters.is_empty() {
                 docs.push(envoy_filter(route, options)?);
@@ -327,10 +549,48 @@ routes:
             .collect()
     }
 
+    fn per_filter(kind: Kind) -> Options {
+        Options {
+            kind,
+            modules: Modules::PerFilter,
+            ..Options::default()
+        }
+    }
+
+    #[test]
+    fn one_palisade_wasm_per_target_with_the_chain_as_plugin_config() {
+        let c = chain::load(CHAIN).unwrap();
+        let d = docs(&render(&c, &Options::default()).unwrap());
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0]["kind"], "WasmPlugin");
+        assert_eq!(d[0]["metadata"]["name"], "palisade-api");
+        assert_eq!(d[0]["spec"]["pluginName"], "palisade");
+        assert_eq!(d[0]["spec"]["failStrategy"], "FAIL_OPEN");
+        assert_eq!(
+            d[0]["spec"]["pluginConfig"]["routes"][0]["filters"],
+            json!(["errors", {"headers": {"dry_run": true}}])
+        );
+        let ef = docs(&render(&c, &per_filter(Kind::EnvoyFilter)).unwrap());
+        let one = docs(
+            &render(
+                &c,
+                &Options {
+                    kind: Kind::EnvoyFilter,
+                    ..Options::default()
+                },
+            )
+            .unwrap(),
+        );
+        assert_eq!(ef[0]["spec"]["configPatches"].as_array().unwrap().len(), 2);
+        let patches = one[0]["spec"]["configPatches"].as_array().unwrap();
+        assert_eq!(patches.len(), 1);
+        assert_eq!(patches[0]["patch"]["value"]["name"], "palisade");
+    }
+
     #[test]
     fn one_wasmplugin_per_route_and_filter_in_chain_order() {
         let c = chain::load(CHAIN).unwrap();
-        let text = render(&c, &Options::default()).unwrap();
+        let text = render(&c, &per_filter(Kind::WasmPlugin)).unwrap();
         let d = docs(&text);
         assert_eq!(d.len(), 2);
         assert_eq!(d[0]["kind"], "WasmPlugin");
@@ -349,11 +609,7 @@ routes:
     #[test]
     fn traffic_extensions_nest_the_module_under_wasm() {
         let c = chain::load(CHAIN).unwrap();
-        let options = Options {
-            kind: Kind::TrafficExtension,
-            ..Options::default()
-        };
-        let d = docs(&render(&c, &options).unwrap());
+        let d = docs(&render(&c, &per_filter(Kind::TrafficExtension)).unwrap());
         assert_eq!(d[0]["kind"], "TrafficExtension");
         assert_eq!(d[0]["spec"]["wasm"]["failStrategy"], "FAIL_OPEN");
         assert_eq!(d[0]["spec"]["phase"], "AUTHN");

@@ -2,7 +2,16 @@
 //!
 //! Each upstream becomes a service, each route a Kong route under it (a
 //! `prefix` is a Kong path, which matches by prefix; an exact `path` is the
-//! regex path `~<path>$`), and the route's filters become
+//! regex path `~<path>$`), named after the chain's route.
+//!
+//! By default ([`Modules::Single`]) a route with controls gets one filter,
+//! `palisade` (`palisade.wasm`), configured with the chain file's JSON form;
+//! the module picks the route by Kong's route name and runs its controls in
+//! order. `palisade.meta.json` beside the module carries the chain's JSON
+//! Schema, every filter's config schema included. With one filter per
+//! route, the Kong 3.9 plugins form keeps the chain's order too.
+//!
+//! With [`Modules::PerFilter`], the route's filters become
 //!
 //! - a `filter_chains` entry on the route (Kong 3.4 to 3.8, and 3.9): the
 //!   filters run in the chain's order;
@@ -15,7 +24,8 @@
 //! which Kong accepts because `palisade_<name>.meta.json` beside each module
 //! carries the config's JSON Schema.
 
-use crate::chain::Chain;
+use crate::chain::{Chain, Route};
+use crate::envoy::{Modules, MODULE};
 use serde_json::{json, Value};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,7 +52,9 @@ fn kong_path(prefix: &Option<String>, path: &Option<String>) -> String {
     }
 }
 
-pub fn render(chain: &Chain, form: Form) -> Value {
+pub fn render(chain: &Chain, form: Form, modules: Modules) -> Value {
+    let all: Vec<&Route> = chain.routes.iter().collect();
+    let module_config = crate::envoy::module_config(chain, &all);
     let mut services = Vec::new();
     for (name, upstream) in &chain.upstreams {
         let routes: Vec<Value> = chain
@@ -55,11 +67,15 @@ pub fn render(chain: &Chain, form: Form) -> Value {
                     "paths": [kong_path(&r.prefix, &r.path)],
                     "strip_path": false,
                 });
-                let filters: Vec<Value> = r
-                    .filters
-                    .iter()
-                    .map(|u| json!({"name": u.filter.module(), "config": u.config}))
-                    .collect();
+                let filters: Vec<Value> = match modules {
+                    Modules::PerFilter => r
+                        .filters
+                        .iter()
+                        .map(|u| json!({"name": u.filter.module(), "config": u.config}))
+                        .collect(),
+                    Modules::Single if r.filters.is_empty() => Vec::new(),
+                    Modules::Single => vec![json!({"name": MODULE, "config": module_config})],
+                };
                 if !filters.is_empty() {
                     match form {
                         Form::FilterChains => {
@@ -139,7 +155,8 @@ pub fn settings(chain: &Chain) -> Vec<Setting> {
         Setting {
             key: "wasm_filters_path",
             value: "/usr/local/kong/wasm".into(),
-            why: "the directory holding palisade_<name>.wasm and .meta.json: change to yours"
+            why: "the directory holding palisade.wasm (or palisade_<name>.wasm) and its \
+                  .meta.json: change to yours"
                 .into(),
         },
     ];
@@ -178,23 +195,33 @@ pub fn settings(chain: &Chain) -> Vec<Setting> {
 
 /// The declarative config as YAML, with a header giving the `kong.conf`
 /// lines the chain needs.
-pub fn render_text(chain: &Chain, form: Form) -> Result<String, String> {
-    let mut out = String::from(
-        "# Kong declarative config rendered by `palisade render kong` from a chain file.\n\
-         # palisade_<name>.meta.json must sit beside each module (filter configs are JSON\n\
-         # objects, which Kong accepts and validates only with that schema).\n\
-         # kong.conf for this chain:\n",
-    );
+pub fn render_text(chain: &Chain, form: Form, modules: Modules) -> Result<String, String> {
+    let mut out = String::from(match modules {
+        Modules::Single => {
+            "# Kong declarative config rendered by `palisade render kong` from a chain file.\n\
+             # One filter, palisade (palisade.wasm), runs each route's controls: its config is\n\
+             # the chain file as JSON, and the module picks the route by Kong's route name.\n\
+             # palisade.meta.json must sit beside the module (the config is a JSON object,\n\
+             # which Kong accepts and validates only with that schema).\n\
+             # kong.conf for this chain:\n"
+        }
+        Modules::PerFilter => {
+            "# Kong declarative config rendered by `palisade render kong` from a chain file.\n\
+             # palisade_<name>.meta.json must sit beside each module (filter configs are JSON\n\
+             # objects, which Kong accepts and validates only with that schema).\n\
+             # kong.conf for this chain:\n"
+        }
+    });
     for s in settings(chain) {
         out.push_str(&format!("#   {} = {}    # {}\n", s.key, s.value, s.why));
     }
-    if form == Form::Plugins {
+    if form == Form::Plugins && modules == Modules::PerFilter {
         out.push_str(
             "# Kong 3.9 plugins form: every filter plugin has the same priority, so Kong does\n\
              # not run them in the chain's order; use filter_chains when the order matters.\n",
         );
     }
-    out.push_str(&crate::to_yaml(&render(chain, form))?);
+    out.push_str(&crate::to_yaml(&render(chain, form, modules))?);
     Ok(out)
 }
 
@@ -215,7 +242,7 @@ routes:
 ",
         )
         .unwrap();
-        let v = render(&c, Form::FilterChains);
+        let v = render(&c, Form::FilterChains, Modules::PerFilter);
         let route = &v["services"][0]["routes"][0];
         assert_eq!(route["paths"], json!(["/api/"]));
         assert_eq!(
@@ -234,10 +261,30 @@ routes:
         let keys: Vec<&str> = conf.iter().map(|s| s.key).collect();
         assert!(keys.contains(&"nginx_http_wasm_response_body_buffers"));
         assert!(!keys.contains(&"nginx_wasm_shm_kv"));
-        let p = render(&c, Form::Plugins);
+        let p = render(&c, Form::Plugins, Modules::PerFilter);
         assert_eq!(
             p["services"][0]["routes"][0]["plugins"][1]["name"],
             "palisade_headers"
+        );
+        // One module: one filter per route with controls, the whole chain as config.
+        let v = render(&c, Form::FilterChains, Modules::Single);
+        let route = &v["services"][0]["routes"][0];
+        assert_eq!(route["name"], "api");
+        let filters = route["filter_chains"][0]["filters"].as_array().unwrap();
+        assert_eq!(filters.len(), 1);
+        assert_eq!(filters[0]["name"], "palisade");
+        let config = &filters[0]["config"];
+        assert_eq!(
+            config["routes"][0]["filters"][1],
+            json!({"headers": {"dry_run": true}})
+        );
+        assert_eq!(config["routes"][1]["name"], "health");
+        crate::chain::load_json(config.to_string().as_bytes()).unwrap();
+        assert!(v["services"][0]["routes"][1].get("filter_chains").is_none());
+        let p = render(&c, Form::Plugins, Modules::Single);
+        assert_eq!(
+            p["services"][0]["routes"][0]["plugins"][0]["name"],
+            "palisade"
         );
     }
 }
@@ -270,7 +317,7 @@ routes:
             Some("64k".into())
         );
         assert_eq!(get("nginx_http_wasm_response_body_buffers"), None);
-        let text = render_text(&c, Form::FilterChains).unwrap();
+        let text = render_text(&c, Form::FilterChains, Modules::Single).unwrap();
         assert!(text.contains("#   nginx_http_client_body_buffer_size = 64k"));
     }
 }

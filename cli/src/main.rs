@@ -36,21 +36,22 @@ enum Command {
         #[command(subcommand)]
         target: Target,
     },
-    /// Print a filter's config JSON Schema.
+    /// Print a filter's config JSON Schema (`palisade`: the chain file's, palisade.wasm's config).
     Schema {
         filter: String,
         /// Draft 4 (what Kong's meta.json carries) instead of schemars' draft 2020-12.
         #[arg(long)]
         draft4: bool,
     },
-    /// Print a filter's Kong meta.json, or write one beside every module of --dist.
+    /// Print a filter's Kong meta.json (`palisade`: palisade.wasm's), or write one beside every module of --dist.
     Meta {
         filter: Option<String>,
-        /// Write dist/palisade_<name>.meta.json for each dist/palisade_<name>.wasm.
+        /// Write dist/palisade.meta.json for dist/palisade.wasm and
+        /// dist/palisade_<name>.meta.json for each dist/palisade_<name>.wasm.
         #[arg(long, conflicts_with = "filter")]
         dist: Option<PathBuf>,
     },
-    /// Write an OCI image layout (Istio compat format) for each dist/palisade_<name>.wasm.
+    /// Write an OCI image layout (Istio compat format) for dist/palisade.wasm and each dist/palisade_<name>.wasm.
     Oci {
         #[arg(long, default_value = "dist")]
         dist: PathBuf,
@@ -74,26 +75,30 @@ enum Target {
         listen: String,
         #[arg(long, default_value = "127.0.0.1:9901")]
         admin: String,
-        /// Directory holding palisade_<name>.wasm on the Envoy host.
+        /// Directory holding palisade.wasm (palisade_<name>.wasm per filter) on the Envoy host.
         #[arg(long, default_value = "/etc/envoy")]
         wasm_dir: String,
+        #[command(flatten)]
+        modules: ModulesArg,
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
-    /// WasmPlugin or TrafficExtension resources (one per route and filter), or EnvoyFilters.
+    /// WasmPlugin or TrafficExtension resources (one per workload target; per filter: one per route and filter), or EnvoyFilters.
     Istio {
         file: PathBuf,
         #[arg(long, value_enum, default_value = "wasm-plugin")]
         kind: IstioKind,
-        /// Module URL; {filter} becomes the filter name.
+        /// Module URL; {filter} becomes `palisade` (per filter: the filter name).
         #[arg(long, default_value = istio::DEFAULT_URL)]
         url: String,
         /// Pin sha256 from this dist/ (OCI manifest digests for oci:// URLs, module digests otherwise).
         #[arg(long)]
         pin_from: Option<PathBuf>,
-        /// envoy-filter: directory of palisade_<name>.wasm inside the proxy.
+        /// envoy-filter: directory of palisade.wasm (palisade_<name>.wasm) inside the proxy.
         #[arg(long, default_value = istio::DEFAULT_WASM_DIR)]
         wasm_dir: String,
+        #[command(flatten)]
+        modules: ModulesArg,
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
@@ -103,9 +108,33 @@ enum Target {
         /// filter-chains (Kong 3.4 to 3.9) or plugins (Kong 3.9).
         #[arg(long, value_enum, default_value = "filter-chains")]
         form: KongForm,
+        #[command(flatten)]
+        modules: ModulesArg,
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
+}
+
+#[derive(clap::Args)]
+struct ModulesArg {
+    /// single: palisade.wasm runs the whole chain; per-filter: palisade_<name>.wasm per control.
+    #[arg(long, value_enum, default_value = "single")]
+    modules: ModulesKind,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ModulesKind {
+    Single,
+    PerFilter,
+}
+
+impl ModulesArg {
+    fn get(&self) -> envoy::Modules {
+        match self.modules {
+            ModulesKind::Single => envoy::Modules::Single,
+            ModulesKind::PerFilter => envoy::Modules::PerFilter,
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -228,6 +257,7 @@ fn run(command: Command) -> Result<(), Failure> {
                 listen,
                 admin,
                 wasm_dir,
+                modules,
                 output,
             } => {
                 let chain = load_checked(&file, &[HostKind::Envoy])?;
@@ -235,6 +265,7 @@ fn run(command: Command) -> Result<(), Failure> {
                     listen,
                     admin,
                     wasm_dir,
+                    modules: modules.get(),
                 };
                 let text = envoy::render_text(&chain, &options)
                     .map_err(|m| Failure::Invalid(vec![format!("{}: {m}", file.display())]))?;
@@ -246,6 +277,7 @@ fn run(command: Command) -> Result<(), Failure> {
                 url,
                 pin_from,
                 wasm_dir,
+                modules,
                 output,
             } => {
                 let chain = load_checked(&file, &[HostKind::Envoy])?;
@@ -258,18 +290,25 @@ fn run(command: Command) -> Result<(), Failure> {
                     url,
                     pin_from,
                     wasm_dir,
+                    modules: modules.get(),
                 };
                 let text = istio::render(&chain, &options)
                     .map_err(|m| Failure::Invalid(vec![format!("{}: {m}", file.display())]))?;
                 emit(&text, output.as_deref())
             }
-            Target::Kong { file, form, output } => {
+            Target::Kong {
+                file,
+                form,
+                modules,
+                output,
+            } => {
                 let chain = load_checked(&file, &[HostKind::Kong])?;
                 let form = match form {
                     KongForm::FilterChains => kong::Form::FilterChains,
                     KongForm::Plugins => kong::Form::Plugins,
                 };
-                let text = kong::render_text(&chain, form).map_err(Failure::Usage)?;
+                let text =
+                    kong::render_text(&chain, form, modules.get()).map_err(Failure::Usage)?;
                 emit(&text, output.as_deref())
             }
         },
@@ -277,7 +316,11 @@ fn run(command: Command) -> Result<(), Failure> {
             filter: name,
             draft4,
         } => {
-            let s = (filter(&name)?.schema)();
+            let s = if name == envoy::MODULE {
+                schema::chain_schema()
+            } else {
+                (filter(&name)?.schema)()
+            };
             let s = if draft4 {
                 schema::draft4(&s).map_err(|m| Failure::Invalid(vec![m]))?
             } else {
@@ -288,19 +331,30 @@ fn run(command: Command) -> Result<(), Failure> {
         }
         Command::Meta { filter: name, dist } => match (name, dist) {
             (Some(name), None) => {
-                let m = meta::meta_json(filter(&name)?).map_err(Failure::Usage)?;
+                let m = if name == envoy::MODULE {
+                    meta::module_meta_json()
+                } else {
+                    meta::meta_json(filter(&name)?)
+                }
+                .map_err(Failure::Usage)?;
                 print!("{}", pretty(&m));
                 Ok(())
             }
             (None, Some(dist)) => {
                 for (name, wasm) in oci::modules(&dist).map_err(Failure::Usage)? {
-                    let Some(f) = registry::find(&name) else {
+                    let m = if name == envoy::MODULE {
+                        meta::module_meta_json()
+                    } else if let Some(f) = registry::find(&name) {
+                        meta::meta_json(f)
+                    } else {
                         eprintln!("{}: not a known filter, no meta.json", wasm.display());
                         continue;
                     };
-                    match meta::meta_json(f) {
+                    match m {
                         Ok(m) => {
-                            let path = dist.join(format!("palisade_{name}.meta.json"));
+                            let file = envoy::module_file(&name);
+                            let stem = file.trim_end_matches(".wasm");
+                            let path = dist.join(format!("{stem}.meta.json"));
                             std::fs::write(&path, pretty(&m))
                                 .map_err(|e| Failure::Usage(format!("{}: {e}", path.display())))?;
                             println!("{}", path.display());
@@ -317,7 +371,7 @@ fn run(command: Command) -> Result<(), Failure> {
             let modules = oci::modules(&dist).map_err(Failure::Usage)?;
             if modules.is_empty() {
                 return Err(Failure::Usage(format!(
-                    "no palisade_<name>.wasm in {} (run `make build`)",
+                    "no palisade.wasm or palisade_<name>.wasm in {} (run `make build`)",
                     dist.display()
                 )));
             }
@@ -339,6 +393,10 @@ fn run(command: Command) -> Result<(), Failure> {
             Ok(())
         }
         Command::Filters => {
+            println!(
+                "{:<10} every control below in one module (palisade.wasm), configured with a chain file",
+                envoy::MODULE
+            );
             for f in registry::FILTERS {
                 println!("{:<10} {}", f.name, f.summary);
             }

@@ -1,4 +1,7 @@
-//! Kong's `<filter>.meta.json`, written beside each module in `dist/`.
+//! Kong's `<filter>.meta.json`, written beside each module in `dist/`:
+//! `palisade.meta.json` for `palisade.wasm` (whose config is a chain file,
+//! so its schema is the chain's, [`schema::chain_schema`]), and
+//! `palisade_<name>.meta.json` for each control's own module.
 //!
 //! `config_schema` lets Kong take the config as JSON (not a string) and
 //! validate it when it is written, instead of answering 500 at request time
@@ -35,6 +38,18 @@ pub fn label_patterns() -> Value {
 pub fn meta_json(filter: &Filter) -> Result<Value, String> {
     let config_schema =
         schema::draft4(&(filter.schema)()).map_err(|e| format!("{}: {e}", filter.name))?;
+    Ok(json!({
+        "config_schema": config_schema,
+        "metrics": {"label_patterns": label_patterns()},
+    }))
+}
+
+/// `palisade.meta.json`: the chain file's schema, every control's config
+/// schema inside, as draft 4. Kong's metric lookup (`pw.(%a+)%.`) finds
+/// `palisade`, a letters-only name, so the label patterns apply as installed.
+pub fn module_meta_json() -> Result<Value, String> {
+    let config_schema =
+        schema::draft4(&schema::chain_schema()).map_err(|e| format!("palisade: {e}"))?;
     Ok(json!({
         "config_schema": config_schema,
         "metrics": {"label_patterns": label_patterns()},

@@ -6,7 +6,8 @@
 //! times, and gzip no timestamp, so the same module always gives the same
 //! digests (and `sha256` pins stay valid across rebuilds of the same code).
 //!
-//! Layout written for `dist/palisade_<name>.wasm`:
+//! Layout written for `dist/palisade_<name>.wasm` (and `dist/palisade.wasm`,
+//! named `palisade`):
 //! `dist/oci/<name>/{oci-layout, index.json, blobs/sha256/<digest>...}` and
 //! the same tree as `dist/oci/<name>.tar` (skopeo's `oci-archive:`).
 
@@ -106,7 +107,9 @@ pub fn build(name: &str, wasm: &[u8], tag: &str) -> Result<Blobs, String> {
 
     // One annotation per map: oci-spec keeps them in a HashMap, whose order
     // (and so the manifest's digest) would vary between runs with two.
-    let annotations = HashMap::from([(ANNOTATION_TITLE.to_string(), format!("palisade_{name}"))]);
+    let title = crate::envoy::module_file(name);
+    let title = title.trim_end_matches(".wasm");
+    let annotations = HashMap::from([(ANNOTATION_TITLE.to_string(), title.to_string())]);
     let manifest = ImageManifestBuilder::default()
         .schema_version(2u32)
         .media_type(MediaType::ImageManifest)
@@ -206,13 +209,16 @@ pub fn write(name: &str, wasm: &[u8], tag: &str, out: &Path) -> Result<Image, St
     })
 }
 
-/// Every `dist/palisade_<name>.wasm`, by name.
+/// Every `dist/palisade_<name>.wasm` by name, and `dist/palisade.wasm` as
+/// `palisade`.
 pub fn modules(dist: &Path) -> Result<Vec<(String, PathBuf)>, String> {
     let mut found = Vec::new();
     let entries = std::fs::read_dir(dist).map_err(|e| format!("{}: {e}", dist.display()))?;
     for entry in entries.flatten() {
         let file = entry.file_name().to_string_lossy().into_owned();
-        if let Some(name) = file
+        if file == crate::envoy::module_file(crate::envoy::MODULE) {
+            found.push((crate::envoy::MODULE.to_string(), entry.path()));
+        } else if let Some(name) = file
             .strip_prefix("palisade_")
             .and_then(|f| f.strip_suffix(".wasm"))
         {

@@ -5,6 +5,7 @@
 //! and refuses any keyword draft 4 does not have, so a schema never silently
 //! accepts what the filter refuses because a validator ignored a keyword.
 
+use crate::registry;
 use serde_json::{json, Map, Value};
 
 pub const DRAFT4: &str = "http://json-schema.org/draft-04/schema#";
@@ -57,6 +58,98 @@ const DROPPED: &[&str] = &[
 /// Formats draft 4 defines; schemars' numeric formats (`uint32`...) are not
 /// formats a validator knows, and the range keywords carry their meaning.
 const DRAFT4_FORMATS: &[&str] = &["date-time", "email", "hostname", "ipv4", "ipv6", "uri"];
+
+/// The chain file's schema (`palisade.wasm`'s config), draft 2020-12, with
+/// every control's config schema where the chain names it: under `filters`
+/// (shared configs) and in a route's `{name: config}`. Each control's
+/// definitions are kept under `$defs/<control>.<name>` (the control's own
+/// schema is `$defs/<control>`), so two controls' `Match` never clash.
+pub fn chain_schema() -> Value {
+    let mut root = schemars::schema_for!(crate::chain::ChainFile).to_value();
+    let mut defs = root
+        .get_mut("$defs")
+        .and_then(Value::as_object_mut)
+        .map(std::mem::take)
+        .unwrap_or_default();
+    let names: Vec<&str> = registry::FILTERS.iter().map(|f| f.name).collect();
+    for f in registry::FILTERS {
+        let mut schema = (f.schema)();
+        let inner = schema
+            .as_object_mut()
+            .and_then(|m| {
+                m.remove("$schema");
+                m.remove("$defs").or_else(|| m.remove("definitions"))
+            })
+            .and_then(|d| d.as_object().cloned())
+            .unwrap_or_default();
+        prefix_refs(&mut schema, f.name);
+        defs.insert(f.name.to_string(), schema);
+        for (k, mut v) in inner {
+            prefix_refs(&mut v, f.name);
+            defs.insert(format!("{}.{k}", f.name), v);
+        }
+    }
+    let by_name = |names: &[&str]| -> Map<String, Value> {
+        names
+            .iter()
+            .map(|n| (n.to_string(), json!({"$ref": format!("#/$defs/{n}")})))
+            .collect()
+    };
+    root["properties"]["filters"] = json!({
+        "description": "Shared configs, by control: what a route gets when it names the control.",
+        "type": "object",
+        "properties": by_name(&names),
+        "additionalProperties": false,
+    });
+    defs.insert(
+        "FilterRef".into(),
+        json!({
+            "description": "A control with the shared config (`headers`), or with this route's own (`{headers: {...}}`).",
+            "anyOf": [
+                {"type": "string", "enum": names},
+                {
+                    "type": "object",
+                    "properties": by_name(&names),
+                    "additionalProperties": false,
+                    "minProperties": 1,
+                    "maxProperties": 1,
+                },
+            ],
+        }),
+    );
+    root["$defs"] = Value::Object(defs);
+    root
+}
+
+/// Rewrites a control's `#/$defs/X` (and `#`) references to where
+/// [`chain_schema`] keeps them.
+fn prefix_refs(schema: &mut Value, control: &str) {
+    match schema {
+        Value::Object(m) => {
+            for (k, v) in m.iter_mut() {
+                if k == "$ref" {
+                    if let Some(r) = v.as_str() {
+                        let r = if r == "#" {
+                            format!("#/$defs/{control}")
+                        } else if let Some(name) = r
+                            .strip_prefix("#/$defs/")
+                            .or_else(|| r.strip_prefix("#/definitions/"))
+                        {
+                            format!("#/$defs/{control}.{name}")
+                        } else {
+                            r.to_string()
+                        };
+                        *v = Value::String(r);
+                    }
+                } else {
+                    prefix_refs(v, control);
+                }
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(|v| prefix_refs(v, control)),
+        _ => {}
+    }
+}
 
 /// Converts a schemars (draft 2020-12 / 07) schema to draft 4.
 pub fn draft4(schema: &Value) -> Result<Value, String> {

@@ -1,9 +1,12 @@
 //! `examples/chain.yaml`, rendered by `palisade render envoy`, run as is by
-//! the real Envoy with the built modules: each route runs its own chain.
+//! the real Envoy with the built modules: each route runs its own chain,
+//! with palisade.wasm (the default: one filter, the chain as its config,
+//! routes picked by Envoy's route name) and with one module per filter.
 //!
 //! Needs `make build` (dist/) and Envoy; run by `make integration`
 //! (`cargo test -p palisade-cli -- --ignored`).
 
+use palisade_cli::envoy::Modules;
 use palisade_cli::{chain, check, envoy};
 use palisade_core::HostKind;
 use palisade_tests::deploy_support::RawEnvoy;
@@ -26,23 +29,59 @@ fn example_chain(upstream: &Upstream) -> chain::Chain {
 }
 
 /// The bootstrap `palisade render envoy` writes, on loopback port 0.
-fn render(chain: &chain::Chain) -> String {
-    let dist = dist_wasm("errors").parent().unwrap().to_path_buf();
-    dist_wasm("headers");
+fn render(chain: &chain::Chain, modules: Modules) -> String {
+    let dist = repo_root().join("dist");
+    match modules {
+        Modules::Single => assert!(
+            dist.join("palisade.wasm").is_file(),
+            "dist/palisade.wasm is missing: run `make build`"
+        ),
+        Modules::PerFilter => {
+            for u in chain.routes.iter().flat_map(|r| &r.filters) {
+                dist_wasm(u.filter.name);
+            }
+        }
+    }
     let options = envoy::Options {
         listen: "127.0.0.1:0".into(),
         admin: "127.0.0.1:0".into(),
         wasm_dir: dist.to_string_lossy().into_owned(),
+        modules,
     };
     envoy::render_text(chain, &options).unwrap()
 }
 
 #[test]
 #[ignore = "needs `make build` and Envoy: run by `make integration`"]
-fn each_route_of_the_example_runs_its_own_chain() {
+fn each_route_of_the_example_runs_its_own_chain_in_palisade_wasm() {
     let upstream = Upstream::start();
-    let envoy = RawEnvoy::start(&render(&example_chain(&upstream)));
+    let text = render(&example_chain(&upstream), Modules::Single);
+    // One wasm filter, palisade.wasm, before the router.
+    assert_eq!(
+        text.matches("filters.http.wasm.v3.Wasm").count(),
+        1,
+        "{text}"
+    );
+    assert!(text.contains("/palisade.wasm"), "{text}");
+    let envoy = RawEnvoy::start(&text);
+    serves_the_example(&envoy, &upstream);
+    // The controls counted inside the one module.
+    let stats = envoy.admin_get("/stats?filter=wasmcustom.palisade");
+    assert!(stats.contains("wasmcustom.palisade.headers."), "{stats}");
+}
 
+#[test]
+#[ignore = "needs `make build` and Envoy: run by `make integration`"]
+fn each_route_of_the_example_runs_its_own_chain_per_filter() {
+    let upstream = Upstream::start();
+    let envoy = RawEnvoy::start(&render(&example_chain(&upstream), Modules::PerFilter));
+    serves_the_example(&envoy, &upstream);
+}
+
+/// What each route of the example does: api gets the shared configs,
+/// admin its own headers config (read-only), legacy masking only, and a
+/// path of no route Envoy's 404 with no control.
+fn serves_the_example(envoy: &RawEnvoy, upstream: &Upstream) {
     // api: errors + headers with the shared configs.
     let api = client::get(&envoy.url("/api/items"), &[]);
     assert_eq!(api.status, 200, "{}", api.text());
@@ -84,24 +123,87 @@ fn each_route_of_the_example_runs_its_own_chain() {
         "{}",
         leak.text()
     );
+    // The refused DELETE never reached the upstream; the api's did.
+    let deletes: Vec<String> = upstream
+        .received()
+        .into_iter()
+        .filter(|r| r.method == "DELETE")
+        .map(|r| r.path)
+        .collect();
+    assert_eq!(deletes, ["/api/items/1"]);
 }
 
 #[test]
 #[ignore = "needs `make build` and Envoy: run by `make integration`"]
 fn a_request_no_route_matches_runs_no_palisade_filter() {
+    unrouted(Modules::PerFilter);
+}
+
+#[test]
+#[ignore = "needs `make build` and Envoy: run by `make integration`"]
+fn a_request_no_route_matches_runs_nothing_of_palisade_wasm() {
+    unrouted(Modules::Single);
+}
+
+fn unrouted(modules: Modules) {
     let upstream = Upstream::start();
     let mut chain = example_chain(&upstream);
     // Without the catch-all route, /old/page matches no route of the chain:
     // the rendered `palisade-unrouted` route answers 404 with every filter off.
     chain.routes.retain(|r| r.name != "legacy");
-    let envoy = RawEnvoy::start(&render(&chain));
+    let envoy = RawEnvoy::start(&render(&chain, modules));
     let r = client::get(&envoy.url("/old/page"), &[]);
     assert_eq!(r.status, 404);
     assert_eq!(r.header("x-content-type-options"), None);
     assert_eq!(r.header("content-type"), None, "{:?}", r.headers);
     assert!(upstream.received().is_empty());
+    // A 404 of Envoy's own, not masked: errors did not run either.
+    let deleted = client::request("DELETE", &envoy.url("/admin"), &[], b"");
+    assert_eq!(deleted.status, 404, "/admin is not /admin/: no route");
+    assert_eq!(deleted.header("allow"), None);
+    assert!(upstream.received().is_empty());
     let api = client::get(&envoy.url("/api/x"), &[]);
     assert_eq!(api.header("x-content-type-options"), Some("nosniff"));
+}
+
+/// palisade.wasm runs each route's controls in that route's own order: two
+/// routes ordering errors and headers differently, which one filter list per
+/// listener cannot do (the per-filter render refuses it).
+#[test]
+#[ignore = "needs `make build` and Envoy: run by `make integration`"]
+fn palisade_wasm_runs_each_routes_own_order() {
+    let upstream = Upstream::start();
+    let text = format!(
+        "version: 1
+upstreams: {{shop: 'http://127.0.0.1:{port}'}}
+filters:
+  headers: {{request: {{allowed_methods: [GET]}}}}
+routes:
+  - {{name: outer-errors, match: {{prefix: /a/}}, upstream: shop, filters: [errors, headers]}}
+  - {{name: outer-headers, match: {{prefix: /b/}}, upstream: shop, filters: [headers, errors]}}
+",
+        port = upstream.port()
+    );
+    let chain = chain::load(&text).unwrap();
+    let envoy = RawEnvoy::start(&render(&chain, Modules::Single));
+    for path in ["/a/x", "/b/x"] {
+        let ok = client::get(&envoy.url(path), &[]);
+        assert_eq!(ok.status, 200, "{path}: {}", ok.text());
+        assert_eq!(ok.header("x-content-type-options"), Some("nosniff"));
+        let refused = client::request("DELETE", &envoy.url(path), &[], b"");
+        assert_eq!(refused.status, 405, "{path}");
+        assert_eq!(
+            refused.header("content-type"),
+            Some("application/problem+json")
+        );
+        assert_eq!(refused.header("allow"), Some("GET"));
+    }
+    assert_eq!(upstream.received().len(), 2, "only the GETs went through");
+    let per_filter = envoy::Options {
+        modules: Modules::PerFilter,
+        ..envoy::Options::default()
+    };
+    assert!(envoy::render_text(&chain, &per_filter).is_err());
 }
 
 #[test]
@@ -123,8 +225,7 @@ routes:
     );
     let chain = chain::load(&text).unwrap();
     assert_eq!(check::check(&chain, &[HostKind::Envoy]), vec![]);
-    dist_wasm("ratelimit");
-    let envoy = RawEnvoy::start(&render(&chain));
+    let envoy = RawEnvoy::start(&render(&chain, Modules::Single));
     // Under Envoy's default use_remote_address: false, each fresh header
     // was a fresh client: 6 of 6 passed.
     let statuses: Vec<u16> = (1..=6)

@@ -1,7 +1,8 @@
-//! The Istio resources in `istio/`, loaded by the real Envoy with the built
-//! modules: each `pluginConfig` as the JSON string Istio hands the filter,
-//! and each `EnvoyFilter` patch placed into a listener Envoy accepts and
-//! serves through. Modules that are not built are skipped with a message.
+//! The Istio resources in `istio/` (palisade.wasm) and `istio/per-filter/`,
+//! loaded by the real Envoy with the built modules: each `pluginConfig` as
+//! the JSON string Istio hands the filter, and each `EnvoyFilter` patch
+//! placed into a listener Envoy accepts and serves through. Modules that are
+//! not built are skipped with a message.
 //!
 //! Needs `make build` and Envoy; run by `make integration`
 //! (`cargo test -p palisade-cli -- --ignored`).
@@ -31,11 +32,12 @@ fn docs(file: &str) -> Vec<Value> {
         .collect()
 }
 
-/// `dist/palisade_<filter>.wasm`, or `None` (with a message) when not built.
+/// `dist/palisade_<filter>.wasm` (`dist/palisade.wasm` for `palisade`), or
+/// `None` (with a message) when not built.
 fn module(filter: &str, context: &str) -> Option<PathBuf> {
     let path = repo_root()
         .join("dist")
-        .join(format!("palisade_{filter}.wasm"));
+        .join(palisade_cli::envoy::module_file(filter));
     if path.is_file() {
         Some(path)
     } else {
@@ -73,6 +75,23 @@ fn as_istio_hands_it(v: &Value) -> Value {
     }
 }
 
+/// The controls a plugin runs: the filter's own, or for palisade.wasm those
+/// of its chain config's routes.
+fn controls(filter: &str, config: &Value) -> Vec<String> {
+    if filter != palisade_cli::envoy::MODULE {
+        return vec![filter.to_string()];
+    }
+    let chain = palisade_cli::chain::load_json(config.to_string().as_bytes())
+        .unwrap_or_else(|p| panic!("palisade's chain config: {p:?}"));
+    let mut names: Vec<String> = Vec::new();
+    for u in chain.routes.iter().flat_map(|r| &r.filters) {
+        if !names.iter().any(|n| n == u.filter.name) {
+            names.push(u.filter.name.to_string());
+        }
+    }
+    names
+}
+
 fn phase_rank(phase: &str) -> u8 {
     match phase {
         "AUTHN" => 0,
@@ -88,8 +107,8 @@ fn phase_rank(phase: &str) -> u8 {
 /// (so every plugin shares one shared-data namespace), failStrategy as
 /// failure policy, and no `allow_on_headers_stop_iteration` (WasmPlugin
 /// cannot set it).
-fn plugins_of(file: &str) -> Vec<(u8, i64, WasmFilter)> {
-    let mut plugins: Vec<(u8, i64, WasmFilter)> = Vec::new();
+fn plugins_of(file: &str) -> Vec<(u8, i64, WasmFilter, Vec<String>)> {
+    let mut plugins: Vec<(u8, i64, WasmFilter, Vec<String>)> = Vec::new();
     for d in docs(file) {
         let spec = &d["spec"];
         let wasm = if spec.get("wasm").is_some() {
@@ -122,30 +141,33 @@ fn plugins_of(file: &str) -> Vec<(u8, i64, WasmFilter)> {
             phase_rank(spec["phase"].as_str().unwrap_or("")),
             -spec["priority"].as_i64().unwrap_or(0),
             w,
+            controls(filter, &wasm["pluginConfig"]),
         ));
     }
     assert!(!plugins.is_empty(), "{file}: no plugin could be loaded");
-    plugins.sort_by_key(|(phase, priority, _)| (*phase, *priority));
+    plugins.sort_by_key(|(phase, priority, _, _)| (*phase, *priority));
     plugins
 }
 
 /// What the filters see: root id and configuration string, in chain order.
-fn seen_by_filters(plugins: &[(u8, i64, WasmFilter)]) -> Vec<(Option<String>, String)> {
+fn seen_by_filters(
+    plugins: &[(u8, i64, WasmFilter, Vec<String>)],
+) -> Vec<(Option<String>, String)> {
     plugins
         .iter()
-        .map(|(_, _, w)| (w.root_id.clone(), w.config.clone()))
+        .map(|(_, _, w, _)| (w.root_id.clone(), w.config.clone()))
         .collect()
 }
 
-fn run_plugins(file: &str, plugins: Vec<(u8, i64, WasmFilter)>) {
+fn run_plugins(file: &str, plugins: Vec<(u8, i64, WasmFilter, Vec<String>)>) {
     let names: Vec<String> = plugins
         .iter()
-        .map(|(_, _, w)| w.root_id.clone().unwrap_or_default())
+        .flat_map(|(_, _, _, controls)| controls.iter().map(|c| format!("palisade.{c}")))
         .collect();
     let upstream = Upstream::start();
     let mut config = EnvoyConfig::new().upstream(&upstream);
     config.startup_timeout = Some(STARTUP);
-    for (_, _, w) in plugins {
+    for (_, _, w, _) in plugins {
         config = config.filter(w);
     }
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
@@ -173,26 +195,48 @@ fn run_plugins(file: &str, plugins: Vec<(u8, i64, WasmFilter)>) {
     }
 }
 
-#[test]
-#[ignore = "needs `make build` and Envoy: run by `make integration`"]
-fn wasmplugin_and_trafficextension_configs_load_in_envoy() {
-    let wasm_plugins = plugins_of("istio/wasmplugins.yaml");
-    let extensions = plugins_of("istio/trafficextensions.yaml");
+fn wasmplugins_and_trafficextensions(dir: &str) {
+    let wasm_plugins = plugins_of(&format!("{dir}/wasmplugins.yaml"));
+    let extensions = plugins_of(&format!("{dir}/trafficextensions.yaml"));
     // Istio hands the filters the same thing for both kinds: one Envoy
     // checks both files unless they differ.
     let same = seen_by_filters(&wasm_plugins) == seen_by_filters(&extensions);
-    run_plugins("istio/wasmplugins.yaml", wasm_plugins);
+    run_plugins(&format!("{dir}/wasmplugins.yaml"), wasm_plugins);
     if !same {
-        run_plugins("istio/trafficextensions.yaml", extensions);
+        run_plugins(&format!("{dir}/trafficextensions.yaml"), extensions);
     }
 }
 
 #[test]
 #[ignore = "needs `make build` and Envoy: run by `make integration`"]
+fn wasmplugin_and_trafficextension_configs_load_in_envoy() {
+    // palisade.wasm: one plugin, the whole gateway chain.
+    assert_eq!(plugins_of("istio/wasmplugins.yaml").len(), 1);
+    wasmplugins_and_trafficextensions("istio");
+}
+
+#[test]
+#[ignore = "needs `make build` and Envoy: run by `make integration`"]
+fn per_filter_wasmplugin_and_trafficextension_configs_load_in_envoy() {
+    wasmplugins_and_trafficextensions("istio/per-filter");
+}
+
+#[test]
+#[ignore = "needs `make build` and Envoy: run by `make integration`"]
 fn envoyfilter_patches_load_and_serve_in_envoy() {
+    envoyfilter_patches("istio/envoyfilter.yaml");
+}
+
+#[test]
+#[ignore = "needs `make build` and Envoy: run by `make integration`"]
+fn per_filter_envoyfilter_patches_load_and_serve_in_envoy() {
+    envoyfilter_patches("istio/per-filter/envoyfilter.yaml");
+}
+
+fn envoyfilter_patches(file: &str) {
     let dist = repo_root().join("dist");
     let local_dir = format!("{}/", palisade_cli::istio::DEFAULT_WASM_DIR);
-    for d in docs("istio/envoyfilter.yaml") {
+    for d in docs(file) {
         let name = d["metadata"]["name"].as_str().unwrap().to_string();
         let upstream = Upstream::start();
         let mut config = EnvoyConfig::new().upstream(&upstream);
@@ -222,7 +266,10 @@ fn envoyfilter_patches_load_and_serve_in_envoy() {
                     .display()
                     .to_string(),
             );
-            loaded.push(filter);
+            let plugin_config: Value =
+                serde_json::from_str(plugin["configuration"]["value"].as_str().unwrap_or("{}"))
+                    .unwrap();
+            loaded.extend(controls(&filter, &plugin_config));
             // INSERT_BEFORE the router, one after the other: chain order.
             config = config.filter(HttpFilter::native_json(value));
         }

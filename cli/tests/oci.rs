@@ -160,7 +160,7 @@ fn verify_all(dist: &Path, names: &[String], tag: &str) {
     let out = tempfile::tempdir().unwrap();
     let printed = palisade_oci(dist, out.path(), tag);
     for name in names {
-        let wasm = std::fs::read(dist.join(format!("palisade_{name}.wasm"))).unwrap();
+        let wasm = std::fs::read(dist.join(palisade_cli::envoy::module_file(name))).unwrap();
         let (from_dir, digest) = verify_layout(&read_dir_files(&out.path().join(name)), tag);
         assert!(
             from_dir == wasm,
@@ -202,7 +202,17 @@ fn layouts_of_modules_are_valid_compat_images() {
     )
     .unwrap();
     std::fs::write(dist.path().join("other.wasm"), b"\0asm\x01\0\0\0").unwrap();
-    verify_all(dist.path(), &["alpha".into(), "beta".into()], "1.2.3");
+    // palisade.wasm, the one-VM module, is the image `palisade`.
+    std::fs::write(
+        dist.path().join("palisade.wasm"),
+        b"\0asm\x01\0\0\0\0\x04\x03one",
+    )
+    .unwrap();
+    verify_all(
+        dist.path(),
+        &["alpha".into(), "beta".into(), "palisade".into()],
+        "1.2.3",
+    );
     let out = tempfile::tempdir().unwrap();
     palisade_oci(dist.path(), out.path(), "x");
     assert!(
@@ -220,10 +230,11 @@ fn layouts_of_the_built_filters_hold_them_byte_for_byte() {
         .into_iter()
         .map(|(n, _)| n)
         .collect();
-    for required in ["errors", "headers"] {
+    for required in ["errors", "headers", "palisade"] {
         assert!(
             names.iter().any(|n| n == required),
-            "dist/palisade_{required}.wasm is missing: run `make build`"
+            "dist/{} is missing: run `make build`",
+            palisade_cli::envoy::module_file(required)
         );
     }
     verify_all(&dist, &names, env!("CARGO_PKG_VERSION"));

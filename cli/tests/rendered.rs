@@ -2,6 +2,7 @@
 //! files, Istio's phase/priority reproduce each chain's order, pinning uses
 //! the real digests, and the command's exit codes suit CI.
 
+use palisade_cli::envoy::Modules;
 use palisade_cli::{chain, envoy, istio, kong, oci};
 use palisade_tests::repo_root;
 use serde_json::Value;
@@ -23,6 +24,14 @@ fn istio_options(kind: istio::Kind) -> istio::Options {
     }
 }
 
+fn per_filter(kind: istio::Kind) -> istio::Options {
+    istio::Options {
+        kind,
+        modules: Modules::PerFilter,
+        ..istio::Options::default()
+    }
+}
+
 /// The command that regenerates a file, for failure messages.
 fn regenerate(cmd: &str) -> String {
     format!("out of date: run `cargo run -p palisade-cli -- {cmd}`")
@@ -31,42 +40,138 @@ fn regenerate(cmd: &str) -> String {
 #[test]
 fn committed_istio_and_kong_files_are_rendered_from_their_chains() {
     let gateway = load("istio/chain.yaml");
-    for (kind, file, flag) in [
-        (istio::Kind::WasmPlugin, "istio/wasmplugins.yaml", ""),
+    for (modules, dir, flag) in [
+        (Modules::Single, "istio", ""),
         (
-            istio::Kind::TrafficExtension,
-            "istio/trafficextensions.yaml",
-            " --kind traffic-extension",
-        ),
-        (
-            istio::Kind::EnvoyFilter,
-            "istio/envoyfilter.yaml",
-            " --kind envoy-filter",
+            Modules::PerFilter,
+            "istio/per-filter",
+            " --modules per-filter",
         ),
     ] {
-        assert_eq!(
-            committed(file),
-            istio::render(&gateway, &istio_options(kind)).unwrap(),
-            "{file} {}",
-            regenerate(&format!("render istio istio/chain.yaml{flag} -o {file}"))
-        );
+        for (kind, file, kind_flag) in [
+            (istio::Kind::WasmPlugin, "wasmplugins.yaml", ""),
+            (
+                istio::Kind::TrafficExtension,
+                "trafficextensions.yaml",
+                " --kind traffic-extension",
+            ),
+            (
+                istio::Kind::EnvoyFilter,
+                "envoyfilter.yaml",
+                " --kind envoy-filter",
+            ),
+        ] {
+            let file = format!("{dir}/{file}");
+            let options = istio::Options {
+                kind,
+                modules,
+                ..istio::Options::default()
+            };
+            assert_eq!(
+                committed(&file),
+                istio::render(&gateway, &options).unwrap(),
+                "{file} {}",
+                regenerate(&format!(
+                    "render istio istio/chain.yaml{flag}{kind_flag} -o {file}"
+                ))
+            );
+        }
     }
     let kong_chain = load("kong/chain.yaml");
-    for (form, file, flag) in [
-        (kong::Form::FilterChains, "kong/kong.yml", ""),
+    for (modules, dir, flag) in [
+        (Modules::Single, "kong", ""),
         (
-            kong::Form::Plugins,
-            "kong/kong-3.9-plugins.yml",
-            " --form plugins",
+            Modules::PerFilter,
+            "kong/per-filter",
+            " --modules per-filter",
         ),
     ] {
-        assert_eq!(
-            committed(file),
-            kong::render_text(&kong_chain, form).unwrap(),
-            "{file} {}",
-            regenerate(&format!("render kong kong/chain.yaml{flag} -o {file}"))
-        );
+        for (form, file, form_flag) in [
+            (kong::Form::FilterChains, "kong.yml", ""),
+            (
+                kong::Form::Plugins,
+                "kong-3.9-plugins.yml",
+                " --form plugins",
+            ),
+        ] {
+            let file = format!("{dir}/{file}");
+            assert_eq!(
+                committed(&file),
+                kong::render_text(&kong_chain, form, modules).unwrap(),
+                "{file} {}",
+                regenerate(&format!(
+                    "render kong kong/chain.yaml{flag}{form_flag} -o {file}"
+                ))
+            );
+        }
     }
+}
+
+fn yaml_docs(text: &str) -> Vec<Value> {
+    text.split("\n---\n")
+        .skip(1)
+        .map(|d| serde_norway::from_str(d).unwrap())
+        .collect()
+}
+
+/// By default one resource per workload target loads palisade.wasm, its
+/// pluginConfig the chain of the routes on that target, loadable as is.
+#[test]
+fn istio_renders_palisade_wasm_once_per_target_with_its_routes() {
+    let c = load("examples/chain.yaml");
+    for kind in [istio::Kind::WasmPlugin, istio::Kind::TrafficExtension] {
+        let docs = yaml_docs(&istio::render(&c, &istio_options(kind)).unwrap());
+        // Each example route has its own workload.
+        assert_eq!(docs.len(), c.routes.len());
+        for (d, route) in docs.iter().zip(&c.routes) {
+            let spec = &d["spec"];
+            let wasm = if kind == istio::Kind::TrafficExtension {
+                &spec["wasm"]
+            } else {
+                spec
+            };
+            assert_eq!(wasm["pluginName"], "palisade");
+            assert_eq!(
+                wasm["url"],
+                "oci://registry.example.com/palisade/palisade:0.1.0"
+            );
+            assert_eq!(spec["phase"], "AUTHN");
+            // errors and headers only: neither gates traffic.
+            assert_eq!(wasm["failStrategy"], "FAIL_OPEN");
+            let config = &wasm["pluginConfig"];
+            let loaded = chain::load_json(config.to_string().as_bytes()).unwrap();
+            let names: Vec<&str> = loaded.routes.iter().map(|r| r.name.as_str()).collect();
+            assert_eq!(names, [route.name.as_str()]);
+            let want: Vec<(&str, &serde_json::Value)> = route
+                .filters
+                .iter()
+                .map(|u| (u.filter.name, &u.config))
+                .collect();
+            let got: Vec<(&str, &serde_json::Value)> = loaded.routes[0]
+                .filters
+                .iter()
+                .map(|u| (u.filter.name, &u.config))
+                .collect();
+            assert_eq!(got, want, "route {}", route.name);
+        }
+    }
+    // Two routes on one workload share one resource.
+    let text = committed("examples/chain.yaml").replace("app: shop-admin", "app: shop-api");
+    let shared = chain::load(&text).unwrap();
+    let docs = yaml_docs(&istio::render(&shared, &istio::Options::default()).unwrap());
+    assert_eq!(docs.len(), 2);
+    assert_eq!(
+        docs[0]["metadata"]["annotations"]["palisade.dev/routes"],
+        "api, admin"
+    );
+    let routes = docs[0]["spec"]["pluginConfig"]["routes"]
+        .as_array()
+        .unwrap();
+    assert_eq!(routes.len(), 2);
+    // The gateway chain fails closed: jwt and schema must not be skipped.
+    let gateway = yaml_docs(&committed("istio/wasmplugins.yaml"));
+    assert_eq!(gateway.len(), 1);
+    assert_eq!(gateway[0]["spec"]["failStrategy"], "FAIL_CLOSE");
 }
 
 fn phase_rank(phase: &str) -> u8 {
@@ -84,7 +189,7 @@ fn phase_rank(phase: &str) -> u8 {
 fn istio_phase_and_priority_reproduce_every_chains_order() {
     for path in ["istio/chain.yaml", "examples/chain.yaml"] {
         let c = load(path);
-        let text = istio::render(&c, &istio::Options::default()).unwrap();
+        let text = istio::render(&c, &per_filter(istio::Kind::WasmPlugin)).unwrap();
         let docs: Vec<Value> = text
             .split("\n---\n")
             .skip(1)
@@ -129,11 +234,40 @@ fn pinning_uses_the_oci_manifest_digest_or_the_module_digest() {
     let image = oci::write("errors", module, "t", &dist.path().join("oci")).unwrap();
     oci::write("headers", module, "t", &dist.path().join("oci")).unwrap();
     let c = load("examples/chain.yaml");
-    let pinned = |url: &str| -> Vec<Value> {
+    // palisade.wasm: dist/oci/palisade/ and dist/palisade.wasm.
+    let one = b"\0asm\x01\0\0\0\0\x04\x03one";
+    std::fs::write(dist.path().join("palisade.wasm"), one).unwrap();
+    let single = oci::write("palisade", one, "t", &dist.path().join("oci")).unwrap();
+    for (url, digest) in [
+        (
+            "oci://r.example/palisade/{filter}:t",
+            single.manifest_digest.clone(),
+        ),
+        (
+            "file:///opt/{filter}.wasm",
+            format!("sha256:{}", oci::sha256_hex(one)),
+        ),
+    ] {
         let options = istio::Options {
             url: url.into(),
             pin_from: Some(dist.path().to_path_buf()),
             ..istio::Options::default()
+        };
+        let docs = yaml_docs(&istio::render(&c, &options).unwrap());
+        assert!(!docs.is_empty());
+        for d in docs {
+            assert_eq!(
+                format!("sha256:{}", d["spec"]["sha256"].as_str().unwrap()),
+                digest
+            );
+            assert_eq!(d["spec"]["url"], url.replace("{filter}", "palisade"));
+        }
+    }
+    let pinned = |url: &str| -> Vec<Value> {
+        let options = istio::Options {
+            url: url.into(),
+            pin_from: Some(dist.path().to_path_buf()),
+            ..per_filter(istio::Kind::WasmPlugin)
         };
         istio::render(&c, &options)
             .unwrap()
@@ -161,7 +295,7 @@ fn pinning_uses_the_oci_manifest_digest_or_the_module_digest() {
     let options = istio::Options {
         url: "file:///x/{filter}.wasm".into(),
         pin_from: Some(dist.path().to_path_buf()),
-        ..istio::Options::default()
+        ..per_filter(istio::Kind::WasmPlugin)
     };
     assert!(istio::render(&c, &options)
         .unwrap_err()
@@ -173,25 +307,51 @@ fn istio_refuses_hold_headers_which_wasmplugin_cannot_support() {
     let mut text = committed("istio/chain.yaml");
     text = text.replacen("    hold_headers: false\n", "    hold_headers: true\n", 1);
     let c = chain::load(&text).unwrap();
-    let err = istio::render(&c, &istio::Options::default()).unwrap_err();
-    assert!(
-        err.contains("errors: hold_headers needs Envoy's allow_on_headers_stop_iteration"),
-        "{err}"
-    );
-    // EnvoyFilter can set the flag.
-    let ef = istio::render(&c, &istio_options(istio::Kind::EnvoyFilter)).unwrap();
-    assert!(ef.contains("allow_on_headers_stop_iteration: true"));
+    for options in [
+        istio::Options::default(),
+        per_filter(istio::Kind::WasmPlugin),
+    ] {
+        let err = istio::render(&c, &options).unwrap_err();
+        assert!(
+            err.contains("errors: hold_headers needs Envoy's allow_on_headers_stop_iteration"),
+            "{err}"
+        );
+    }
+    // EnvoyFilter can set the flag; palisade.wasm's gets it only when a control holds.
+    for options in [
+        istio_options(istio::Kind::EnvoyFilter),
+        per_filter(istio::Kind::EnvoyFilter),
+    ] {
+        let ef = istio::render(&c, &options).unwrap();
+        assert!(ef.contains("allow_on_headers_stop_iteration: true"));
+    }
+    assert!(!committed("istio/envoyfilter.yaml").contains("allow_on_headers_stop_iteration: true"));
 }
 
 #[test]
 fn the_example_renders_for_every_platform() {
     let c = load("examples/chain.yaml");
-    envoy::render_text(&c, &envoy::Options::default()).unwrap();
-    istio::render(&c, &istio::Options::default()).unwrap();
-    istio::render(&c, &istio_options(istio::Kind::TrafficExtension)).unwrap();
-    istio::render(&c, &istio_options(istio::Kind::EnvoyFilter)).unwrap();
-    kong::render_text(&c, kong::Form::FilterChains).unwrap();
-    kong::render_text(&c, kong::Form::Plugins).unwrap();
+    for modules in [Modules::Single, Modules::PerFilter] {
+        let options = envoy::Options {
+            modules,
+            ..envoy::Options::default()
+        };
+        envoy::render_text(&c, &options).unwrap();
+        for kind in [
+            istio::Kind::WasmPlugin,
+            istio::Kind::TrafficExtension,
+            istio::Kind::EnvoyFilter,
+        ] {
+            let options = istio::Options {
+                kind,
+                modules,
+                ..istio::Options::default()
+            };
+            istio::render(&c, &options).unwrap();
+        }
+        kong::render_text(&c, kong::Form::FilterChains, modules).unwrap();
+        kong::render_text(&c, kong::Form::Plugins, modules).unwrap();
+    }
 }
 
 fn palisade(args: &[&str]) -> (i32, String, String) {
@@ -256,6 +416,10 @@ fn schema_prints_each_filters_json_schema() {
     assert_eq!(code, 0);
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["$schema"], "http://json-schema.org/draft-04/schema#");
+    let (code, out, _) = palisade(&["schema", "palisade"]);
+    assert_eq!(code, 0);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["title"], "ChainFile");
     let (code, _, err) = palisade(&["schema", "nope"]);
     assert_eq!(code, 2);
     assert!(err.contains("unknown filter \"nope\""));
@@ -271,9 +435,20 @@ fn meta_writes_one_meta_json_beside_each_module() {
         )
         .unwrap();
     }
+    std::fs::write(dist.path().join("palisade.wasm"), b"\0asm\x01\0\0\0").unwrap();
     let (code, out, err) = palisade(&["meta", "--dist", dist.path().to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
-    assert_eq!(out.lines().count(), 2, "{out}");
+    assert_eq!(out.lines().count(), 3, "{out}");
+    // palisade.wasm's: Kong's filter `palisade`, the chain's schema.
+    let written: Value = serde_json::from_str(
+        &std::fs::read_to_string(dist.path().join("palisade.meta.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(written, palisade_cli::meta::module_meta_json().unwrap());
+    assert!(written["config_schema"]["properties"]["routes"].is_object());
+    let (code, printed, _) = palisade(&["meta", "palisade"]);
+    assert_eq!(code, 0);
+    assert_eq!(serde_json::from_str::<Value>(&printed).unwrap(), written);
     for name in ["errors", "headers"] {
         let written: Value = serde_json::from_str(
             &std::fs::read_to_string(dist.path().join(format!("palisade_{name}.meta.json")))

@@ -18,10 +18,47 @@ fn validator(filter: &str) -> jsonschema::Validator {
     jsonschema::draft4::new(&draft4(filter)).unwrap()
 }
 
+/// `(filter, config, where it came from, host)`.
+type Example = (String, Value, String, HostKind);
+/// A chain config and where it came from.
+type ChainExample = (Value, String);
+
+/// Where a rendered file names a filter: a control's configs as they are;
+/// `palisade` (palisade.wasm), the chain config's controls, each with its
+/// config. Every `palisade` config is also kept in `chains`.
+fn push_rendered(
+    found: &mut Vec<Example>,
+    chains: &mut Vec<ChainExample>,
+    name: &str,
+    config: Value,
+    from: &str,
+    host: HostKind,
+) {
+    if name != "palisade" {
+        found.push((name.into(), config, from.into(), host));
+        return;
+    }
+    let c = chain::load_json(config.to_string().as_bytes())
+        .unwrap_or_else(|p| panic!("{from}: palisade's chain config: {p:?}"));
+    for r in &c.routes {
+        for u in &r.filters {
+            found.push((u.filter.name.into(), u.config.clone(), from.into(), host));
+        }
+    }
+    chains.push((config, from.into()));
+}
+
 /// `(filter, config, where it came from, host)` for every example config.
-fn examples() -> Vec<(String, Value, String, HostKind)> {
+fn examples() -> Vec<Example> {
+    examples_and_chains().0
+}
+
+/// Every example config, and every chain config (`palisade.wasm`'s, chain
+/// files included) with where it came from.
+fn examples_and_chains() -> (Vec<Example>, Vec<ChainExample>) {
     let root = repo_root();
     let mut found = Vec::new();
+    let mut chains = Vec::new();
     let json_file = |p: &Path| -> Value {
         serde_json::from_str(&std::fs::read_to_string(p).unwrap())
             .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
@@ -57,7 +94,12 @@ fn examples() -> Vec<(String, Value, String, HostKind)> {
             .filter(|d| d.is_object())
             .collect()
     };
-    for file in ["istio/wasmplugins.yaml", "istio/trafficextensions.yaml"] {
+    for file in [
+        "istio/wasmplugins.yaml",
+        "istio/trafficextensions.yaml",
+        "istio/per-filter/wasmplugins.yaml",
+        "istio/per-filter/trafficextensions.yaml",
+    ] {
         for d in yaml_docs(file) {
             let spec = &d["spec"];
             let wasm = if spec.get("wasm").is_some() {
@@ -69,15 +111,20 @@ fn examples() -> Vec<(String, Value, String, HostKind)> {
                 .as_str()
                 .unwrap()
                 .trim_start_matches("palisade.");
-            found.push((
-                name.into(),
+            push_rendered(
+                &mut found,
+                &mut chains,
+                name,
                 wasm["pluginConfig"].clone(),
-                file.into(),
+                file,
                 HostKind::Envoy,
-            ));
+            );
         }
     }
-    for d in yaml_docs("istio/envoyfilter.yaml") {
+    for d in yaml_docs("istio/envoyfilter.yaml")
+        .into_iter()
+        .chain(yaml_docs("istio/per-filter/envoyfilter.yaml"))
+    {
         for patch in d["spec"]["configPatches"].as_array().unwrap() {
             let plugin = &patch["patch"]["value"]["typed_config"]["config"];
             let name = plugin["name"]
@@ -86,15 +133,22 @@ fn examples() -> Vec<(String, Value, String, HostKind)> {
                 .trim_start_matches("palisade.");
             let config: Value =
                 serde_json::from_str(plugin["configuration"]["value"].as_str().unwrap()).unwrap();
-            found.push((
-                name.into(),
+            push_rendered(
+                &mut found,
+                &mut chains,
+                name,
                 config,
-                "istio/envoyfilter.yaml".into(),
+                "istio/envoyfilter.yaml",
                 HostKind::Envoy,
-            ));
+            );
         }
     }
-    for file in ["kong/kong.yml", "kong/kong-3.9-plugins.yml"] {
+    for file in [
+        "kong/kong.yml",
+        "kong/kong-3.9-plugins.yml",
+        "kong/per-filter/kong.yml",
+        "kong/per-filter/kong-3.9-plugins.yml",
+    ] {
         let d: Value =
             serde_norway::from_str(&std::fs::read_to_string(root.join(file)).unwrap()).unwrap();
         for service in d["services"].as_array().unwrap() {
@@ -106,12 +160,14 @@ fn examples() -> Vec<(String, Value, String, HostKind)> {
                     .unwrap_or_default();
                 for f in filters {
                     let name = f["name"].as_str().unwrap().trim_start_matches("palisade_");
-                    found.push((
-                        name.into(),
+                    push_rendered(
+                        &mut found,
+                        &mut chains,
+                        name,
                         f["config"].clone(),
-                        file.into(),
+                        file,
                         HostKind::Kong,
-                    ));
+                    );
                 }
             }
         }
@@ -121,7 +177,9 @@ fn examples() -> Vec<(String, Value, String, HostKind)> {
         ("istio/chain.yaml", HostKind::Envoy),
         ("kong/chain.yaml", HostKind::Kong),
     ] {
-        let c = chain::load(&std::fs::read_to_string(root.join(file)).unwrap()).unwrap();
+        let text = std::fs::read_to_string(root.join(file)).unwrap();
+        let c = chain::load(&text).unwrap();
+        chains.push((serde_norway::from_str(&text).unwrap(), file.into()));
         for (f, config) in &c.shared {
             found.push((f.name.into(), config.clone(), file.into(), host));
         }
@@ -131,7 +189,7 @@ fn examples() -> Vec<(String, Value, String, HostKind)> {
             }
         }
     }
-    found
+    (found, chains)
 }
 
 #[test]
@@ -157,7 +215,9 @@ fn every_example_config_is_accepted_by_its_filter_and_its_schema() {
         "filters/headers/examples",
         "envoy/demo",
         "istio/wasmplugins.yaml",
+        "istio/per-filter/wasmplugins.yaml",
         "kong/kong.yml",
+        "kong/per-filter/kong.yml",
     ] {
         assert!(
             all.iter().any(|(_, _, from, _)| from.contains(required)),
@@ -240,6 +300,97 @@ fn configs_the_filters_refuse_are_refused_by_their_schemas() {
         } else if validator(filter).is_valid(&config) {
             failures.push(format!(
                 "the {filter} schema accepts {config}, which the filter refuses"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+fn chain_validator() -> jsonschema::Validator {
+    let m = meta::module_meta_json().unwrap();
+    jsonschema::draft4::new(&m["config_schema"]).unwrap()
+}
+
+/// `palisade.meta.json`: the chain file's schema, valid draft 4, accepting
+/// every chain config of the repository (the chain files, and what
+/// `palisade render` hands palisade.wasm).
+#[test]
+fn the_chain_schema_is_valid_draft4_and_accepts_every_chain() {
+    let m = meta::module_meta_json().unwrap();
+    let s = &m["config_schema"];
+    assert!(jsonschema::draft4::meta::is_valid(s), "not valid draft 4");
+    assert_eq!(s["type"], "object");
+    assert!(m["metrics"]["label_patterns"].is_array());
+    let (_, chains) = examples_and_chains();
+    for required in [
+        "examples/chain.yaml",
+        "istio/wasmplugins.yaml",
+        "kong/kong.yml",
+    ] {
+        assert!(
+            chains.iter().any(|(_, from)| from == required),
+            "no chain config from {required}"
+        );
+    }
+    let v = chain_validator();
+    let mut failures = Vec::new();
+    for (config, from) in &chains {
+        let errors: Vec<String> = v.iter_errors(config).map(|e| e.to_string()).collect();
+        if !errors.is_empty() {
+            failures.push(format!("{from}: the chain schema refuses it: {errors:?}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Chains palisade.wasm refuses, that the chain schema must refuse too:
+/// the chain's own shape and each control's config inside it.
+#[test]
+fn chains_palisade_refuses_are_refused_by_the_chain_schema() {
+    let base = json!({"version": 1, "upstreams": {"b": "http://127.0.0.1:1"},
+        "routes": [{"name": "a", "match": {"prefix": "/"}, "upstream": "b", "filters": ["errors"]}]});
+    assert!(chain::load_json(base.to_string().as_bytes()).is_ok());
+    assert!(chain_validator().is_valid(&base));
+    let with = |pointer: &str, value: Value| {
+        let mut c = base.clone();
+        *c.pointer_mut(pointer).unwrap() = value;
+        c
+    };
+    let mut cases = vec![
+        with("/version", json!("1")),
+        with("/routes/0/filters", json!(["errros"])),
+        with("/routes/0/filters", json!([{"headers": {"requets": {}}}])),
+        with("/routes/0/filters", json!([{"headers": {}, "errors": {}}])),
+        with(
+            "/routes/0/filters",
+            json!([{"headers": {"request": {"allowed_methods": ["GTE"]}}}]),
+        ),
+        with("/routes/0/match", json!({"prefx": "/"})),
+        with("/routes/0/name", json!(5)),
+        with("/upstreams", json!({"b": 5})),
+    ];
+    let mut shared = base.clone();
+    shared["filters"] = json!({"errors": {"scan_bytes": 0}});
+    cases.push(shared);
+    let mut unknown = base.clone();
+    unknown["filters"] = json!({"nope": {}});
+    cases.push(unknown);
+    let mut extra = base.clone();
+    extra["rotues"] = json!([]);
+    cases.push(extra);
+    let v = chain_validator();
+    let mut failures = Vec::new();
+    for c in cases {
+        let loaded = chain::load_json(c.to_string().as_bytes());
+        let refused = match &loaded {
+            Err(_) => true,
+            Ok(ch) => !palisade_cli::check::check(ch, &[HostKind::Envoy]).is_empty(),
+        };
+        if !refused {
+            failures.push(format!("palisade.wasm accepts {c}: not a refusal case"));
+        } else if v.is_valid(&c) {
+            failures.push(format!(
+                "the chain schema accepts {c}, which palisade.wasm refuses"
             ));
         }
     }
