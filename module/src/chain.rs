@@ -190,9 +190,76 @@ pub fn load(text: &str) -> Result<Chain, Vec<Problem>> {
     resolve(&file)
 }
 
+/// Walks a JSON document and fails on the first object holding a key twice,
+/// naming where: each control's own loader refuses repeated fields, and a
+/// chain would otherwise keep only the last value silently.
+struct UniqueKeys<'p>(&'p str);
+
+impl<'de> serde::de::DeserializeSeed<'de> for UniqueKeys<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for UniqueKeys<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut i = 0;
+        while seq
+            .next_element_seed(UniqueKeys(&format!("{}[{i}]", self.0)))?
+            .is_some()
+        {
+            i += 1;
+        }
+        Ok(())
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut seen: Vec<String> = Vec::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let at = if self.0.is_empty() {
+                key.clone()
+            } else {
+                format!("{}.{key}", self.0)
+            };
+            if seen.contains(&key) {
+                return Err(serde::de::Error::custom(format!("{at}: duplicate key")));
+            }
+            map.next_value_seed(UniqueKeys(&at))?;
+            seen.push(key);
+        }
+        Ok(())
+    }
+}
+
 /// The chain file's JSON form, as `palisade.wasm` receives it: parsed and
 /// resolved with the same checks as `palisade check`.
 pub fn load_json(json: &[u8]) -> Result<Chain, Vec<Problem>> {
+    use serde::de::DeserializeSeed;
+    UniqueKeys("")
+        .deserialize(&mut serde_json::Deserializer::from_slice(json))
+        .map_err(|e| vec![problem("", e.to_string())])?;
     let file: ChainFile = serde_path_to_error::deserialize(
         &mut serde_json::Deserializer::from_slice(json),
     )

@@ -4,7 +4,8 @@
 //! the verified claims as a property (Envoy filter state), decisions as
 //! `x-palisade-*` request headers. Inside one module they stay in memory:
 //! a property a control sets under a `palisade_` name is kept for the rest
-//! of the stream and read back without a host call, and decision headers
+//! of the stream and read back without a host call (one not set here is
+//! still asked of the proxy: a filter in front may have set it), and decision headers
 //! reach the proxy only when the chain publishes them (`publish_decisions`;
 //! each write costs a host call and clears Envoy's route cache). Everything
 //! else goes to the proxy unchanged.
@@ -108,10 +109,11 @@ impl Host for ChainHost<'_> {
         self.inner.set_response_body(start, len, data);
     }
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
-        match in_memory(path) {
-            Some(name) => self.memory.get(name).map(<[u8]>::to_vec),
-            None => self.inner.property(path),
-        }
+        // Not set by a control of this stream: another filter in front of
+        // the module may have (a separate `palisade_jwt.wasm`, say).
+        in_memory(path)
+            .and_then(|name| self.memory.get(name).map(<[u8]>::to_vec))
+            .or_else(|| self.inner.property(path))
     }
     fn send_response(&mut self, status: u16, headers: &[(&str, &str)], body: &[u8]) {
         self.inner.send_response(status, headers, body);

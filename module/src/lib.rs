@@ -219,7 +219,7 @@ impl HttpFilter for ChainFilter {
         let filters = route
             .controls
             .iter()
-            .map(|&c| plugin.controls[c].new_filter())
+            .map(|&c| (plugin.controls[c].name(), plugin.controls[c].new_filter()))
             .collect();
         let stream = self
             .stream
@@ -249,5 +249,9 @@ impl HttpFilter for ChainFilter {
 
     fn on_call_response(&mut self, host: &mut dyn Host, response: CallResponse) -> Flow {
         self.with(|s| s.on_call_response(host, response))
+    }
+
+    fn holder(&self) -> Option<&'static str> {
+        self.stream.as_ref().and_then(runner::Stream::holder)
     }
 }

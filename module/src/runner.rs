@@ -30,6 +30,8 @@ struct Stop {
 /// The controls of one route, for one stream.
 pub struct Stream {
     filters: Vec<Box<dyn HttpFilter>>,
+    /// Each control's name, for [`Stream::holder`].
+    names: Vec<&'static str>,
     /// What the controls leave for each other (see [`crate::host`]).
     memory: Memory,
     publish: bool,
@@ -60,9 +62,11 @@ macro_rules! step {
 }
 
 impl Stream {
-    pub fn new(filters: Vec<Box<dyn HttpFilter>>, publish: bool) -> Stream {
+    pub fn new(controls: Vec<(&'static str, Box<dyn HttpFilter>)>, publish: bool) -> Stream {
+        let (names, filters) = controls.into_iter().unzip();
         Stream {
             filters,
+            names,
             memory: Memory::default(),
             publish,
             entered: 0,
@@ -80,6 +84,12 @@ impl Stream {
 
     fn len(&self) -> usize {
         self.filters.len()
+    }
+
+    /// The control the stream waits on: the response's, else the request's.
+    pub fn holder(&self) -> Option<&'static str> {
+        let at = self.resp_stop.or(self.stop.map(|s| s.at))?;
+        self.names.get(at).copied()
     }
 
     /// Runs one control's callback against the chain's view of the host.

@@ -351,3 +351,69 @@ fn decisions_and_claims_stay_in_memory_unless_published() {
         assert_eq!(out.client().status, 429, "publish={publish}");
     }
 }
+
+#[test]
+fn a_repeated_key_anywhere_in_the_chain_is_refused_with_its_place() {
+    let text = r#"{"version": 1, "upstreams": {"shop": "http://127.0.0.1:8080"},
+        "routes": [{"name": "api", "match": {"prefix": "/"}, "upstream": "shop",
+                    "filters": [{"errors": {"hold_headers": true, "hold_headers": false}}]}]}"#;
+    let mut root = FakeHost::configuring(palisade_core::HostKind::Envoy);
+    let e = ChainPlugin::configure(text.as_bytes(), &mut root)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("routes[0].filters[0].errors.hold_headers: duplicate key"),
+        "{e}"
+    );
+}
+
+#[test]
+fn the_stream_names_the_control_that_holds_it() {
+    let config = chain(
+        json!([{"name": "api", "match": {"prefix": "/"}, "upstream": "shop",
+                "filters": ["headers", {"schema": {"hold_headers": true, "rules": [
+                    {"match": {"path": "/orders"}, "body": {"schema": {"type": "object"}}}]}}]}]),
+        json!({}),
+    );
+    let (plugin, root) = configure(&config);
+    let mut host = request(
+        &root,
+        "POST",
+        "/orders",
+        &[("content-type", "application/json")],
+    );
+    let mut filter = ChainPlugin::new_filter(&plugin);
+    assert_eq!(filter.holder(), None);
+    assert_eq!(filter.on_request_headers(&mut host, false), Flow::Pause);
+    assert_eq!(filter.holder(), Some("schema"));
+}
+
+#[test]
+fn claims_another_filter_recorded_still_key_a_limit() {
+    let config = chain(
+        json!([{"name": "api", "match": {"prefix": "/"}, "upstream": "shop",
+                "filters": [{"ratelimit": {"rules": [{"match": {"prefix": "/"}, "limits": [
+                    {"name": "per-subject", "key": [{"claim": "sub"}], "requests": 1, "per_s": 60}]}]}}]}]),
+        json!({}),
+    );
+    let (plugin, root) = configure(&config);
+    let statuses: Vec<u16> = (0..2)
+        .map(|_| {
+            let mut host = request(&root, "GET", "/orders", &[]);
+            // A separate jwt module in front of palisade.wasm set them.
+            host.properties.insert(
+                "palisade_jwt_claims".into(),
+                br#"{"sub":"user-1"}"#.to_vec(),
+            );
+            run(
+                &mut ChainPlugin::new_filter(&plugin),
+                &mut host,
+                &Exchange::new(),
+            )
+            .client()
+            .status
+        })
+        .collect();
+    assert_eq!(statuses, [200, 429]);
+}

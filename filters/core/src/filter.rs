@@ -60,6 +60,13 @@ pub trait HttpFilter {
     fn on_call_response(&mut self, _host: &mut dyn Host, _response: CallResponse) -> Flow {
         Flow::Continue
     }
+
+    /// The control that holds the stream after a Pause, when it is not the
+    /// plugin itself (a chain names the control that stopped it): the
+    /// glue's watchdog answers and logs in its name.
+    fn holder(&self) -> Option<&'static str> {
+        None
+    }
 }
 
 /// A configured filter, shared by all requests of one VM.

@@ -658,7 +658,7 @@ impl<P: Plugin> PluginRoot<P> {
                      Envoy delivers bodies to a filter that holds the headers only with \
                      `allow_on_headers_stop_iteration: true` in the Wasm filter's config \
                      (Istio's WasmPlugin cannot set it: use hold_headers: false); answered 500",
-                    P::NAME,
+                    held.filter,
                     held.request_id.as_deref().unwrap_or("-"),
                     HOLD_TIMEOUT_NS / 1_000_000_000,
                 ),
@@ -667,7 +667,7 @@ impl<P: Plugin> PluginRoot<P> {
                 Problem::new(500)
                     .detail("The proxy is not configured to pass request bodies to this check.")
                     .request_id(held.request_id.as_deref())
-                    .send(host, &[(crate::context::DENIED_BY_HEADER, P::NAME)]);
+                    .send(host, &[(crate::context::DENIED_BY_HEADER, held.filter)]);
             }
         }
     }
@@ -793,6 +793,8 @@ struct Held {
     context_id: u32,
     since: u64,
     request_id: Option<String>,
+    /// The control holding it, for the log line and `x-palisade-denied-by`.
+    filter: &'static str,
 }
 
 impl HeldRequests {
@@ -800,13 +802,9 @@ impl HeldRequests {
         self.streams.is_empty()
     }
 
-    fn hold(&mut self, context_id: u32, since: u64, request_id: Option<String>) {
-        self.release(context_id);
-        self.streams.push(Held {
-            context_id,
-            since,
-            request_id,
-        });
+    fn hold(&mut self, held: Held) {
+        self.release(held.context_id);
+        self.streams.push(held);
     }
 
     fn release(&mut self, context_id: u32) {
@@ -925,11 +923,17 @@ impl<P: Plugin> PluginHttp<P> {
 
     /// Registers the stream with the watchdog (see [`HOLD_TIMEOUT_NS`]).
     fn hold(&self) {
-        let now = self.host.now_nanos();
-        self.vm
-            .held
-            .borrow_mut()
-            .hold(self.context_id, now, self.request_id.clone());
+        let filter = self
+            .filter
+            .as_ref()
+            .and_then(|f| f.holder())
+            .unwrap_or(P::NAME);
+        self.vm.held.borrow_mut().hold(Held {
+            context_id: self.context_id,
+            since: self.host.now_nanos(),
+            request_id: self.request_id.clone(),
+            filter,
+        });
     }
 
     fn release(&self) {
