@@ -157,3 +157,11 @@ istio: oci
 	  cargo run -q -p palisade-cli -- render istio istio/chain.yaml --modules $$m --pin-from $(DIST) --url '$(ISTIO_URL)' --kind traffic-extension -o $$out/trafficextensions.yaml || exit 1; \
 	done
 	@ls $(DIST)/istio/*.yaml $(DIST)/istio/per-filter/*.yaml
+
+# Envoy's RSS at --concurrency 2: router only, each per-filter module, the
+# five-module chain and palisade.wasm (benches/memory.py); the table also goes
+# into benches/RESULTS.md as its marked memory section. `make bench` runs it too.
+.PHONY: bench-memory
+bench-memory: build envoy
+	ENVOY_BIN="$${ENVOY_BIN:-$(ENVOY_FROM_VENV)}" python3 benches/memory.py --dist $(DIST) --out benches/RESULTS.md
+bench: bench-memory
