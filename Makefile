@@ -94,6 +94,10 @@ integration: build envoy test-servers
 	ENVOY_BIN="$${ENVOY_BIN:-$(ENVOY_FROM_VENV)}" cargo test -p palisade-tests -- --test-threads 2
 	@# The deploy renderings (chain file, Istio, EnvoyFilter, OCI) served by the real Envoy.
 	ENVOY_BIN="$${ENVOY_BIN:-$(ENVOY_FROM_VENV)}" cargo test -p palisade-cli -- --ignored --test-threads 2
+	@# The five filters' suites again, each control alone in $(DIST)/palisade.wasm
+	@# (a one-route, one-control chain; tests/src/config.rs, ModuleMode::One).
+	ENVOY_BIN="$${ENVOY_BIN:-$(ENVOY_FROM_VENV)}" PALISADE_MODULE=one cargo test -p palisade-tests \
+	  --test headers --test errors --test jwt --test ratelimit --test schema -- --test-threads 2
 
 test: lint unit wasm-test build integration
 

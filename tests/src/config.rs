@@ -6,10 +6,12 @@
 //! filters rather than more builder methods.
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 
+use crate::paths::{dist_module, existing_artifact, repo_root};
 use crate::upstream::Upstream;
 use crate::yaml;
 
@@ -39,6 +41,91 @@ impl FailurePolicy {
             FailurePolicy::FailOpen => "FAIL_OPEN",
             FailurePolicy::FailReload => "FAIL_RELOAD",
         }
+    }
+}
+
+/// The five controls built as `dist/palisade_<control>.wasm`, each also linked into
+/// `dist/palisade.wasm`.
+pub const CONTROLS: [&str; 5] = ["errors", "headers", "jwt", "ratelimit", "schema"];
+
+/// The environment variable choosing the modules the controls run in: unset, empty or
+/// `per-filter` for each control's own module, `one` for `dist/palisade.wasm`.
+pub const MODULE_ENV: &str = "PALISADE_MODULE";
+
+/// Name of the single route of the chain a control runs in with [`ModuleMode::One`].
+pub const ONE_CONTROL_ROUTE: &str = "all";
+
+/// Which module runs a control's filter, for the whole test process.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ModuleMode {
+    /// `dist/palisade_<control>.wasm` with the filter's own config (the default).
+    #[default]
+    PerFilter,
+    /// `dist/palisade.wasm`, the config wrapped into a one-route, one-control chain
+    /// ([`one_control_chain`]): every suite proves the chain module behaves as the
+    /// control's own module does.
+    One,
+}
+
+impl ModuleMode {
+    /// The mode `PALISADE_MODULE` selects, read once per process; panics on a value
+    /// it does not know, so a typo cannot silently test the per-filter modules again.
+    pub fn current() -> ModuleMode {
+        static MODE: OnceLock<ModuleMode> = OnceLock::new();
+        *MODE.get_or_init(|| {
+            let value = std::env::var(MODULE_ENV).unwrap_or_default();
+            let mode = ModuleMode::parse(&value).unwrap_or_else(|| {
+                panic!("{MODULE_ENV}={value:?}: expected `one` or `per-filter` (the default)")
+            });
+            if mode == ModuleMode::One {
+                existing_artifact(dist_module());
+            }
+            mode
+        })
+    }
+
+    fn parse(value: &str) -> Option<ModuleMode> {
+        match value.trim() {
+            "" | "per-filter" => Some(ModuleMode::PerFilter),
+            "one" => Some(ModuleMode::One),
+            _ => None,
+        }
+    }
+}
+
+/// Whether this process runs the controls through `dist/palisade.wasm`.
+pub fn one_module() -> bool {
+    ModuleMode::current() == ModuleMode::One
+}
+
+/// The chain file's JSON form running `control` alone with `config` on every path:
+/// one upstream (unused: Envoy's routes pick the cluster), one route `all` for `/`,
+/// and `publish_decisions: true`, the chain setting under which `palisade.wasm`
+/// publishes decisions and claims as the per-filter modules always do (its default
+/// keeps them in memory; that default is the chain tests' subject, not these suites').
+/// The config text is embedded as written (an empty one is `{}`, as the filters read
+/// it), so whatever the module makes of it is the module's doing.
+pub fn one_control_chain(control: &str, config: &str) -> String {
+    let config = match config.trim() {
+        "" => "{}",
+        text => text,
+    };
+    let control = Value::String(control.to_string());
+    format!(
+        r#"{{"version":1,"publish_decisions":true,"upstreams":{{"u":"http://127.0.0.1:1"}},"routes":[{{"name":"{ONE_CONTROL_ROUTE}","match":{{"prefix":"/"}},"upstream":"u","filters":[{{{control}:{config}}}]}}]}}"#
+    )
+}
+
+/// The log line's text a refused config of `control` produces in this process's mode:
+/// `palisade.<control>: invalid configuration: <message>` from the control's own module;
+/// from `palisade.wasm`, the chain's line naming where the config sits in the chain,
+/// `palisade.chain: invalid configuration: routes[0] (all).filters.<control>: <message>`.
+pub fn invalid_config_log(control: &str, message: &str) -> String {
+    match ModuleMode::current() {
+        ModuleMode::PerFilter => format!("palisade.{control}: invalid configuration: {message}"),
+        ModuleMode::One => format!(
+            "palisade.chain: invalid configuration: routes[0] ({ONE_CONTROL_ROUTE}).filters.{control}: {message}"
+        ),
     }
 }
 
@@ -113,19 +200,48 @@ impl WasmFilter {
         self
     }
 
-    /// The HCM `http_filters` entry.
+    /// The control this filter runs when its module is `dist/palisade_<control>.wasm`
+    /// for one of the [`CONTROLS`]; `None` for any other module (fixtures, the bench
+    /// filter).
+    pub fn control(&self) -> Option<&'static str> {
+        let dist = repo_root().join("dist");
+        CONTROLS
+            .into_iter()
+            .find(|c| self.wasm == dist.join(format!("palisade_{c}.wasm")))
+    }
+
+    /// The module and configuration Envoy gets in `mode`: a control's filter runs in
+    /// `dist/palisade.wasm` as a one-control chain with [`ModuleMode::One`]; anything
+    /// else is rendered as given.
+    pub fn module_in(&self, mode: ModuleMode) -> (PathBuf, String) {
+        match (mode, self.control()) {
+            (ModuleMode::One, Some(control)) => {
+                (dist_module(), one_control_chain(control, &self.config))
+            }
+            _ => (self.wasm.clone(), self.config.clone()),
+        }
+    }
+
+    /// The HCM `http_filters` entry, in this process's [`ModuleMode`].
     pub fn to_json(&self) -> Value {
+        self.to_json_in(ModuleMode::current())
+    }
+
+    /// The HCM `http_filters` entry in `mode`. Only the module and the configuration
+    /// depend on it: names, ids and plugin knobs are the filter's own in both.
+    pub fn to_json_in(&self, mode: ModuleMode) -> Value {
+        let (wasm, config) = self.module_in(mode);
         let mut plugin = json!({
             "name": self.name,
             "root_id": self.root_id.as_deref().unwrap_or(&self.name),
             "vm_config": {
                 "vm_id": self.vm_id.as_deref().unwrap_or(&self.name),
                 "runtime": "envoy.wasm.runtime.v8",
-                "code": {"local": {"filename": self.wasm.to_string_lossy()}},
+                "code": {"local": {"filename": wasm.to_string_lossy()}},
             },
             "configuration": {
                 "@type": "type.googleapis.com/google.protobuf.StringValue",
-                "value": self.config,
+                "value": config,
             },
             "failure_policy": self.failure_policy.as_proto(),
         });
@@ -502,7 +618,7 @@ impl EnvoyConfig {
         self.filters
             .iter()
             .filter_map(|f| match f {
-                HttpFilter::Wasm(w) => Some(w.wasm.clone()),
+                HttpFilter::Wasm(w) => Some(w.module_in(ModuleMode::current()).0),
                 _ => None,
             })
             .collect()
@@ -643,6 +759,69 @@ mod tests {
         assert_eq!(plugin["failure_policy"], "FAIL_CLOSED");
         assert_eq!(plugin["vm_config"]["code"]["local"]["filename"], "/x.wasm");
         assert_eq!(plugin["configuration"]["value"], "{}");
+    }
+
+    #[test]
+    fn one_module_mode_wraps_only_the_controls_modules() {
+        let dist = repo_root().join("dist");
+        let jwt = WasmFilter::new("jwt", dist.join("palisade_jwt.wasm"))
+            .config(r#"{"b": 1, "a": [2.50]}"#)
+            .vm_id("shared")
+            .failure_policy(FailurePolicy::FailOpen)
+            .allow_on_headers_stop_iteration(true);
+        let per_filter = jwt.to_json_in(ModuleMode::PerFilter);
+        let one = jwt.to_json_in(ModuleMode::One);
+        let plugin = &one["typed_config"]["config"];
+        assert_eq!(
+            plugin["vm_config"]["code"]["local"]["filename"],
+            dist.join("palisade.wasm").to_string_lossy().as_ref()
+        );
+        let chain = plugin["configuration"]["value"].as_str().unwrap();
+        assert!(
+            chain.contains(r#"{"jwt":{"b": 1, "a": [2.50]}}"#),
+            "{chain}"
+        );
+        let chain: Value = serde_json::from_str(chain).unwrap();
+        assert_eq!(chain["routes"][0]["name"], ONE_CONTROL_ROUTE);
+        assert_eq!(chain["routes"][0]["match"], json!({"prefix": "/"}));
+        assert_eq!(
+            chain["publish_decisions"], true,
+            "as the per-filter modules"
+        );
+        // Everything but the module and its config is the filter's own.
+        let mut same = one.clone();
+        same["typed_config"]["config"]["vm_config"]["code"] =
+            per_filter["typed_config"]["config"]["vm_config"]["code"].clone();
+        same["typed_config"]["config"]["configuration"] =
+            per_filter["typed_config"]["config"]["configuration"].clone();
+        assert_eq!(same, per_filter);
+
+        // Fixtures, the bench filter, other directories: as given.
+        for wasm in [
+            dist.join("bench/palisade_empty.wasm"),
+            dist.join("palisade_other.wasm"),
+            PathBuf::from("/elsewhere/palisade_jwt.wasm"),
+        ] {
+            let f = WasmFilter::new("f", &wasm).config("{}");
+            assert_eq!(
+                f.to_json_in(ModuleMode::One),
+                f.to_json_in(ModuleMode::PerFilter)
+            );
+        }
+    }
+
+    #[test]
+    fn an_empty_config_is_an_empty_object_in_the_chain() {
+        let chain: Value = serde_json::from_str(&one_control_chain("headers", " ")).unwrap();
+        assert_eq!(chain["routes"][0]["filters"], json!([{"headers": {}}]));
+    }
+
+    #[test]
+    fn module_modes_are_parsed_strictly() {
+        assert_eq!(ModuleMode::parse(""), Some(ModuleMode::PerFilter));
+        assert_eq!(ModuleMode::parse("per-filter"), Some(ModuleMode::PerFilter));
+        assert_eq!(ModuleMode::parse("one"), Some(ModuleMode::One));
+        assert_eq!(ModuleMode::parse("One"), None);
     }
 
     #[test]

@@ -13,6 +13,13 @@
 //! Envoy into `.venv` and builds `dist/`). Envoy comes from `$ENVOY_BIN`, the `.venv`
 //! wheel, or Docker (`PALISADE_ENVOY_IMAGE`, see `envoy`).
 //!
+//! With `PALISADE_MODULE=one`, every filter running one of the five controls'
+//! modules (`dist/palisade_<control>.wasm`) runs in `dist/palisade.wasm` instead,
+//! configured as a one-route chain of that control alone that publishes its
+//! decisions as the per-filter modules do (`config::ModuleMode`):
+//! the filters' suites then prove the one-VM module behaves as each control's own
+//! module does. Names, VM ids and plugin knobs stay the filter's own.
+//!
 //! ```no_run
 //! use palisade_tests::{client, Envoy, EnvoyConfig, Route, Upstream};
 //!
@@ -37,7 +44,10 @@ pub mod upstream;
 mod yaml;
 
 pub use client::{get, raw_http, raw_request, request, try_request, RawResponse, Response};
-pub use config::{EnvoyConfig, FailurePolicy, HttpFilter, Route, Target, WasmFilter};
+pub use config::{
+    invalid_config_log, one_control_chain, one_module, EnvoyConfig, FailurePolicy, HttpFilter,
+    ModuleMode, Route, Target, WasmFilter,
+};
 pub use envoy::Envoy;
-pub use paths::{bench_empty_wasm, dist_wasm, envoy_bin, repo_root};
+pub use paths::{bench_empty_wasm, dist_module, dist_wasm, envoy_bin, repo_root};
 pub use upstream::{huge_body, sha256_hex, BodyKind, Canned, Received, Upstream};

@@ -21,13 +21,19 @@ pub fn dist_wasm(name: &str) -> PathBuf {
     )
 }
 
+/// Path of the one-VM module running every control, `<repo>/dist/palisade.wasm`
+/// (whether it was built is checked when `PALISADE_MODULE=one` is first read).
+pub fn dist_module() -> PathBuf {
+    repo_root().join("dist/palisade.wasm")
+}
+
 /// Path of the empty benchmark filter, `<repo>/dist/bench/palisade_empty.wasm`: the
 /// cheapest possible wasm filter, for tests about the wasm plumbing itself.
 pub fn bench_empty_wasm() -> PathBuf {
     existing_artifact(repo_root().join("dist/bench/palisade_empty.wasm"))
 }
 
-fn existing_artifact(path: PathBuf) -> PathBuf {
+pub(crate) fn existing_artifact(path: PathBuf) -> PathBuf {
     assert!(
         path.is_file(),
         "{} does not exist: run `make build` first",

@@ -699,10 +699,7 @@ fn bad_configs_are_refused_with_the_field_path() {
         let err = Envoy::try_start(&EnvoyConfig::new().upstream(&upstream).wasm(errors(config)))
             .err()
             .expect("Envoy refuses the config");
-        assert!(
-            err.contains(&format!("palisade.errors: invalid configuration: {needle}")),
-            "{err}"
-        );
+        assert!(err.contains(&invalid_config_log("errors", needle)), "{err}");
     }
 }
 

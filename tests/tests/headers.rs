@@ -626,9 +626,7 @@ fn envoy_refuses_to_serve_with_a_bad_config_and_the_log_names_the_field() {
         .err()
         .unwrap_or_else(|| panic!("Envoy served with {config}"));
         assert!(
-            err.contains(&format!(
-                "palisade.headers: invalid configuration: {message}"
-            )),
+            err.contains(&invalid_config_log("headers", message)),
             "{config}: {err}"
         );
         assert!(

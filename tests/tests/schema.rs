@@ -521,7 +521,10 @@ fn a_schema_that_does_not_compile_refuses_the_config_naming_the_rule() {
         Err(e) => e,
     };
     assert!(
-        err.contains("palisade.schema: invalid configuration: rules[1].body.schema: the schema does not compile"),
+        err.contains(&invalid_config_log(
+            "schema",
+            "rules[1].body.schema: the schema does not compile"
+        )),
         "{err}"
     );
 }
