@@ -20,7 +20,7 @@ ENVOY_FROM_VENV = $$(ls $(CURDIR)/$(VENV)/lib/python3*/site-packages/envoy/_bin/
 .PHONY: help toolchain envoy wasm-bindgen test-servers build lint unit wasm-test integration test run bench bench-probes bench-tools clean
 
 help:
-	@echo "make run    - build, start Envoy on 127.0.0.1:10000 with every filter, print demo curls"
+	@echo "make run    - build, start Envoy on 127.0.0.1:10000 with palisade.wasm and the demo chain, print demo curls"
 	@echo "make test   - fmt, clippy, unit tests (native + wasm VM), wasm build, real-Envoy tests"
 	@echo "make build  - every filter to $(DIST)/palisade_<name>.wasm, and $(DIST)/palisade.wasm (all in one)"
 	@echo "make bench  - load benchmarks against Envoy + Criterion benches of the pure cores"
