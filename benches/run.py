@@ -18,6 +18,13 @@ Why this shape (see shared NOTES, "Measuring on our 2-core machines"):
 - Host-call probes (`dist/bench/probe_*.wasm`, `make bench-probes`) are the
   empty filter plus one kind of host call; their extra CPU per request over the
   empty filter (c16, same round) is what one such call costs.
+- `dist/palisade.wasm` (issue 12) runs the five-module chain's configs as one
+  chain file (with and without `publish_decisions`) and each control alone with
+  its own variant's config; the report compares them with native jwt_authn on
+  distinct RS256 tokens, the five modules and each control's own module.
+- The report replaces benches/RESULTS.md up to the memory section that
+  `make bench-memory` writes (`<!-- memory.py: begin -->`), which is kept with
+  everything after it.
 
 Python 3 standard library only. Everything listens on 127.0.0.1, ports are
 picked free, and each Envoy is stopped by its pid.
@@ -142,6 +149,10 @@ class Variant:
     upstream: bool = False
     # Key of a variant whose requests this one's must cost less (own CPU).
     cheaper_than: Optional[str] = None
+    # palisade.wasm variants: key of the variant running the same controls with
+    # the same configs and requests as per-filter modules (issue 12: "no control
+    # gets slower", the five-module chain vs the single module).
+    modules_variant: Optional[str] = None
 
     def accepts(self) -> set:
         e = self.status if self.expected_status is None else self.expected_status
@@ -246,6 +257,40 @@ def native_local_reply_mask() -> dict:
     }
 
 
+def chain_file(configs: dict, order: list, publish_decisions: bool = False) -> str:
+    """palisade.wasm's configuration: the chain file's JSON form with one route
+    matching every path and the controls `order` (names in `configs`, whose
+    values are each control's JSON config as text) in that order."""
+    filters = [{name: json.loads(configs[name])} for name in order]
+    return json.dumps({
+        "version": 1,
+        "upstreams": {"u": "http://127.0.0.1:1"},
+        "routes": [{"name": "all", "match": {"prefix": "/"}, "upstream": "u", "filters": filters}],
+        "publish_decisions": publish_decisions,
+    })
+
+
+def single_module(dist: Path, configs: dict, order: list, publish_decisions: bool = False) -> list:
+    """The HCM filter list running `order` inside `dist/palisade.wasm`, as
+    `palisade render envoy` would (allow_on_headers_stop_iteration only where
+    the per-filter variant sets it: see `held` in variants_schema.py)."""
+    return [wasm_filter("palisade", dist / "palisade.wasm", chain_file(configs, order, publish_decisions))]
+
+
+def bench_token(dist: Path, notes: list) -> Optional[str]:
+    """One RS256 bench token (variants_jwt.py mints them into dist/bench/)."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.spec_from_file_location("variants_jwt", BENCH_DIR / "variants_jwt.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module.tokens(VariantContext(dist, notes), "RS256")[0]
+    except Exception as e:  # no token: the chains run without one (allow_missing)
+        notes.append(f"no RS256 bench token ({type(e).__name__}: {e}): the chains ran without a token")
+        return None
+
+
 def masked_check(status: int, headers: dict, body: bytes) -> Optional[str]:
     """A masking variant whose body still carries the trace measures the wrong path."""
     text = body.decode("utf-8", "replace")
@@ -295,6 +340,14 @@ class VariantContext:
         self.Variant = Variant
         self.wasm_filter = wasm_filter
         self.request_path = REQUEST_PATH
+        self.one = dist / "palisade.wasm"  # every control in one module (issue 12)
+
+    def single_module(self, name: str, configuration: str) -> Optional[list]:
+        """The filter list running control `name` alone in palisade.wasm, or
+        None when dist/palisade.wasm is missing."""
+        if not self.one.is_file():
+            return None
+        return single_module(self.dist, {name: configuration}, [name])
 
     def empty_filter(self) -> Optional[list]:
         empty = self.dist / "bench" / "palisade_empty.wasm"
@@ -404,19 +457,57 @@ def build_variants(dist: Path, overrides: dict) -> tuple[list[Variant], list[str
                 note=f"config: {src}; cost vs router-500",
             )
         )
+    one = dist / "palisade.wasm"
     if len(filters) > 1:
         order = [n for n in CHAIN_ORDER if n in filters] + sorted(
             n for n in filters if n not in CHAIN_ORDER
         )
+        # The issue-12 goal's request: a cached RS256 token (the same token on
+        # every request), the rate limit not limiting (dry run), the schema
+        # query contract (GET without a query).
+        token = bench_token(dist, notes) if "jwt" in filters else None
+        chain_headers = {"authorization": f"Bearer {token}"} if token else {}
+        with_token = "; one RS256 token on every request (cached)" if token else "; no token"
         v.append(
             Variant(
                 "chain",
                 "whole chain (" + " → ".join(order) + ")",
                 http_filters=[wasm_filter(n, filters[n][0], filters[n][1]) for n in order],
                 modules=[filters[n][0] for n in order],
-                note="HCM order " + ", ".join(order),
+                request_headers=chain_headers,
+                note="five modules, HCM order " + ", ".join(order) + with_token,
             )
         )
+        if one.is_file():
+            configs = {n: filters[n][1] for n in order}
+            for key, publish in (("one-chain", False), ("one-chain-publish", True)):
+                v.append(
+                    Variant(
+                        key,
+                        "palisade.wasm: whole chain (" + " → ".join(order) + ")"
+                        + (", publish_decisions" if publish else ""),
+                        http_filters=single_module(dist, configs, order, publish),
+                        modules=[one],
+                        request_headers=chain_headers,
+                        modules_variant="chain",
+                        note=f"the chain variant's configs as one chain file, publish_decisions: "
+                             f"{str(publish).lower()}{with_token}",
+                    )
+                )
+    if one.is_file():
+        for name, (path, cfg, src) in filters.items():
+            v.append(
+                Variant(
+                    f"one-{name}",
+                    f"palisade.wasm: {name} alone",
+                    http_filters=single_module(dist, {name: cfg}, [name]),
+                    modules=[one],
+                    modules_variant=name,
+                    note=f"config: {src}; compare with router + palisade {name}",
+                )
+            )
+    else:
+        notes.append(f"skipped palisade.wasm variants: {one} not found")
 
     v.extend(filter_variants(dist, notes))
     v.append(
@@ -1015,9 +1106,113 @@ def report(args, info, variants, runs, errors, notes) -> str:
             "",
             *own_lines,
         ]
+    single = single_module_lines(variants, runs, errors)
+    if single:
+        md += ["", *single]
     if notes:
         md += ["", "## Notes", ""] + [f"- {n}" for n in notes]
     return "\n".join(md) + "\n"
+
+
+def single_module_lines(variants, runs, errors) -> list:
+    """Issue 12's comparisons: palisade.wasm against native jwt_authn, the five
+    modules, itself with publish_decisions, and each control's own module."""
+    keys = {v.key for v in variants}
+    ones = [v for v in variants if v.modules_variant]
+    if not ones:
+        return []
+
+    def measured(key: str) -> bool:
+        return key in runs and key not in errors and bool(runs[key].own_cpu)
+
+    def cells(key: str) -> tuple[str, str]:
+        run = runs[key]
+        extra = own_extra(runs, key)
+        base = run.variant.baseline
+        return (f"{med(run.own_cpu):.1f}{fmt_range(run.own_cpu)}",
+                "–" if extra is None else f"{extra:+.1f} (vs {base})")
+
+    rows = [
+        "| comparison | A: own CPU per request (µs) | A over its baseline | B: own CPU per request (µs) "
+        "| B over its baseline | A / B, whole request | A / B, over baseline | A / B, c16 throughput | goal |",
+        "|" + "---|" * 9,
+    ]
+    verdicts = []
+
+    def row(a: str, b: str, label: str, goal: Optional[float] = None, goal_text: str = "") -> None:
+        if a not in keys or b not in keys:
+            return
+        if not (measured(a) and measured(b)):
+            rows.append(f"| {label} | not measured: {errors.get(a) or errors.get(b) or 'no /proc figure'} "
+                        "| | | | | | | |".replace("\n", " "))
+            return
+        (a_own, a_extra), (b_own, b_extra) = cells(a), cells(b)
+        whole = med(runs[a].own_cpu) / med(runs[b].own_cpu)
+        ea, eb = own_extra(runs, a), own_extra(runs, b)
+        over = ea / eb if ea is not None and eb and eb > 0 else None
+        ca, cb = med(runs[a].cpu), med(runs[b].cpu)
+        thr = ca / cb if ca is not None and cb and cb > 0 else None
+        verdict = ""
+        if goal is not None:
+            judged = over if over is not None else whole
+            verdict = f"{goal_text}: " + ("met" if judged <= goal else "NOT met")
+            verdicts.append(f"{label}: {verdict} ({judged:.2f}×)")
+        rows.append(
+            f"| {label} | {a_own} | {a_extra} | {b_own} | {b_extra} | {whole:.2f}× "
+            f"| {'–' if over is None else f'{over:.2f}×'} | {'–' if thr is None else f'{thr:.2f}×'} | {verdict} |"
+        )
+
+    row("one-chain", "jwt-native-rs256-distinct",
+        "A palisade.wasm whole chain, B native jwt_authn RS256 distinct tokens", 1.0, "≤ 1.0×")
+    row("one-chain", "chain", "A palisade.wasm whole chain, B the five modules")
+    row("one-chain-publish", "one-chain", "A palisade.wasm whole chain with publish_decisions, B without")
+    for v in ones:
+        if v.key.startswith("one-chain"):
+            continue
+        row(v.key, v.modules_variant, f"A {v.label}, B its own module ({v.modules_variant})",
+            1.0, "not slower (≤ 1.0×)")
+
+    publish = ""
+    if measured("one-chain") and measured("one-chain-publish"):
+        d_own = med(runs["one-chain-publish"].own_cpu) - med(runs["one-chain"].own_cpu)
+        ca, cb = med(runs["one-chain-publish"].cpu), med(runs["one-chain"].cpu)
+        publish = (f"Cost of `publish_decisions: true` on the whole chain: {d_own:+.1f} µs of Envoy's own CPU "
+                   f"per request" + ("" if ca is None or cb is None else
+                                     f" ({ca - cb:+.1f} µs from the c16 throughput)") + ".")
+    out = [
+        "## palisade.wasm: one module for the whole chain (issue 12)",
+        "",
+        "Envoy's own CPU per request (`/proc`, c16 slices, median over rounds, (min…max)): the whole request, "
+        "and over its baseline (the same figure of the router-only Envoy, the baseline the variant's row names, "
+        "subtracted): the filters' share. A / B over the baseline is the ratio the goals are judged on "
+        "(the whole-request ratio when there is no baseline figure); the c16-throughput ratio is the cross-check. "
+        "The whole-chain variants send one RS256 token on every request (the jwt control's cache), stay under "
+        "the rate limit (dry run) and match the schema's query contract (GET, no query).",
+        "",
+        *rows,
+    ]
+    if publish:
+        out += ["", publish]
+    if verdicts:
+        out += [""] + [f"- {v}" for v in verdicts]
+    return out
+
+
+# `make bench-memory` (benches/memory.py, which `make bench` runs first) writes
+# its section into the same file between these markers.
+MEMORY_BEGIN = "<!-- memory.py: begin -->"
+
+
+def write_report(path: Path, text: str) -> None:
+    """Writes the report to `path`, keeping the memory.py section of the old
+    file and whatever follows it (the hand-written memory analysis) after it."""
+    try:
+        old = path.read_text()
+    except OSError:
+        old = ""
+    at = old.find(MEMORY_BEGIN)
+    kept = old[at:] if at >= 0 else ""
+    path.write_text(text + ("\n" + kept if kept else ""))
 
 
 def cpu_snapshot() -> tuple[float, float, float]:
@@ -1223,7 +1418,7 @@ def main() -> int:
     text = report(args, info, variants, runs, errors, notes)
     print(text)
     try:
-        Path(args.out).write_text(text)
+        write_report(Path(args.out), text)
         log(f"written to {args.out}")
     except OSError as e:
         log(f"run.py: could not write {args.out}: {e}")

@@ -7,7 +7,9 @@ Same JWKS (RS256 key `rsa1`, ES256 key `ec1`), issuer, audience and
 - native `jwt_authn` with and without its cache, one repeated token (RS256);
 - this filter on Envoy (signatures by the host's `verify_signature`), distinct
   tokens (RS256, ES256) and one repeated token (RS256, ES256: the verified-token cache);
-- this filter with `signature_backend: pure` (what Kong runs), distinct RS256 tokens.
+- this filter with `signature_backend: pure` (what Kong runs), distinct RS256 tokens;
+- the jwt control alone in `palisade.wasm`, one repeated RS256 token, to compare
+  with this filter's own module (issue 12).
 
 Distinct tokens: 2000 per algorithm, cycled by wrk (`rotate_header`); both
 caches are smaller than the cycle (jwt_authn 100, this filter 1024, FIFO),
@@ -108,6 +110,19 @@ def floor(ctx, headers: dict) -> list:
     return out
 
 
+def single(ctx, headers: dict) -> list:
+    """The repeated-RS256-token variant with the jwt control alone in
+    palisade.wasm (issue 12: no control slower there than in its own module)."""
+    http_filters = ctx.single_module("jwt", filter_config("auto"))
+    if http_filters is None:
+        return []
+    return [ctx.Variant(
+        "one-jwt-rs256-repeated", "palisade.wasm: jwt alone, RS256, one token (verified-token cache)",
+        http_filters=http_filters, request_headers=headers, modules=[ctx.one],
+        modules_variant="jwt-rs256-repeated", note="compare with jwt-rs256-repeated",
+    )]
+
+
 def variants(ctx):
     wasm = ctx.dist / "palisade_jwt.wasm"
     if not wasm.is_file():
@@ -147,6 +162,7 @@ def variants(ctx):
         V("jwt-es256-repeated", "jwt: ES256, one token (verified-token cache)",
           http_filters=ours("auto"), request_headers=repeated["ES256"], modules=[wasm],
           filter_cost_of="jwt", note="goal: <= 1.5x the empty wasm filter"),
+        *single(ctx, repeated["RS256"]),
         *floor(ctx, repeated["RS256"]),
         V("jwt-rs256-distinct-pure", "jwt: RS256, distinct tokens, pure-Rust signatures",
           http_filters=ours("pure"), rotate_header=distinct["RS256"], modules=[wasm],
