@@ -204,29 +204,7 @@ fn module_resource(chain: &Chain, routes: &[&Route], options: &Options) -> Resul
         "pluginConfig".into(),
         crate::envoy::module_config(chain, routes),
     );
-    let mut spec = serde_json::Map::new();
-    if let Some(s) = &istio.selector {
-        spec.insert("selector".into(), s.clone());
-    }
-    if let Some(t) = &istio.target_refs {
-        spec.insert("targetRefs".into(), t.clone());
-    }
-    spec.insert("phase".into(), json!("AUTHN"));
-    spec.insert("priority".into(), json!(1000));
-    if let Some(m) = &istio.traffic {
-        spec.insert("match".into(), m.clone());
-    }
-    let kind = match options.kind {
-        Kind::WasmPlugin => {
-            spec.extend(wasm);
-            "WasmPlugin"
-        }
-        Kind::TrafficExtension => {
-            spec.insert("wasm".into(), Value::Object(wasm));
-            "TrafficExtension"
-        }
-        Kind::EnvoyFilter => unreachable!("EnvoyFilters are rendered by module_envoy_filter()"),
-    };
+    let (spec, kind) = plugin_spec(istio, "AUTHN", 1000, wasm, options.kind);
     let body = json!({
         "apiVersion": "extensions.istio.io/v1alpha1",
         "kind": kind,
@@ -362,29 +340,7 @@ fn resource(route: &Route, u: &Use, options: &Options) -> Result<Doc, String> {
     wasm.insert("failStrategy".into(), json!(f.istio.fail_strategy));
     wasm.insert("pluginConfig".into(), u.config.clone());
 
-    let mut spec = serde_json::Map::new();
-    if let Some(s) = &istio.selector {
-        spec.insert("selector".into(), s.clone());
-    }
-    if let Some(t) = &istio.target_refs {
-        spec.insert("targetRefs".into(), t.clone());
-    }
-    spec.insert("phase".into(), json!(f.istio.phase));
-    spec.insert("priority".into(), json!(f.istio.priority));
-    if let Some(m) = &istio.traffic {
-        spec.insert("match".into(), m.clone());
-    }
-    let kind = match options.kind {
-        Kind::WasmPlugin => {
-            spec.extend(wasm);
-            "WasmPlugin"
-        }
-        Kind::TrafficExtension => {
-            spec.insert("wasm".into(), Value::Object(wasm));
-            "TrafficExtension"
-        }
-        Kind::EnvoyFilter => unreachable!("EnvoyFilters are rendered by envoy_filter()"),
-    };
+    let (spec, kind) = plugin_spec(istio, f.istio.phase, f.istio.priority, wasm, options.kind);
     let body = json!({
         "apiVersion": "extensions.istio.io/v1alpha1",
         "kind": kind,
@@ -524,6 +480,41 @@ fn wrap_comment(text: &str) -> String {
     out.push_str(&line);
     out.push('\n');
     out
+}
+
+/// A WasmPlugin's spec (a TrafficExtension's, with the module under `wasm`)
+/// for one target, and the resource's kind.
+fn plugin_spec(
+    istio: &IstioTarget,
+    phase: &str,
+    priority: i32,
+    wasm: serde_json::Map<String, Value>,
+    kind: Kind,
+) -> (serde_json::Map<String, Value>, &'static str) {
+    let mut spec = serde_json::Map::new();
+    if let Some(s) = &istio.selector {
+        spec.insert("selector".into(), s.clone());
+    }
+    if let Some(t) = &istio.target_refs {
+        spec.insert("targetRefs".into(), t.clone());
+    }
+    spec.insert("phase".into(), json!(phase));
+    spec.insert("priority".into(), json!(priority));
+    if let Some(m) = &istio.traffic {
+        spec.insert("match".into(), m.clone());
+    }
+    let kind = match kind {
+        Kind::TrafficExtension => {
+            spec.insert("wasm".into(), Value::Object(wasm));
+            "TrafficExtension"
+        }
+        // EnvoyFilters have their own renderers; a WasmPlugin otherwise.
+        Kind::WasmPlugin | Kind::EnvoyFilter => {
+            spec.extend(wasm);
+            "WasmPlugin"
+        }
+    };
+    (spec, kind)
 }
 
 #[cfg(test)]
