@@ -391,19 +391,25 @@ impl JwtPlugin {
             Start::Started(call) => Some(call),
             Start::NotNow => None,
             Start::Refused(why) => {
-                self.counters.jwks_fetch_failed.add(host, 1);
-                let control = fetcher.control(host);
-                host.log(
-                    Level::Warn,
-                    &format!(
-                        "palisade.{NAME}: provider {}: JWKS fetch failed: {why}; retry in {} s",
-                        fetcher.provider,
-                        fetcher.backoff_s(control.failures.max(1))
-                    ),
-                );
+                self.fetch_failed(host, fetcher, &why, "");
                 None
             }
         }
+    }
+
+    /// A fetch that failed, refused or answered badly: counted, and logged
+    /// with the reason and when the next attempt comes.
+    fn fetch_failed(&self, host: &mut dyn Host, fetcher: &Fetcher, why: &str, kept: &str) {
+        self.counters.jwks_fetch_failed.add(host, 1);
+        let control = fetcher.control(host);
+        host.log(
+            Level::Warn,
+            &format!(
+                "palisade.{NAME}: provider {}: JWKS fetch failed: {why}; {kept}retry in {} s",
+                fetcher.provider,
+                fetcher.backoff_s(control.failures.max(1))
+            ),
+        );
     }
 
     /// Applies a fetch's answer if `token` is one of this VM's fetches.
@@ -434,16 +440,7 @@ impl JwtPlugin {
                     );
                 }
                 Fetched::Failed(why) => {
-                    self.counters.jwks_fetch_failed.add(host, 1);
-                    let control = f.control(host);
-                    host.log(
-                        Level::Warn,
-                        &format!(
-                            "palisade.{NAME}: provider {}: JWKS fetch failed: {why}; keeping the last good set, retry in {} s",
-                            f.provider,
-                            f.backoff_s(control.failures.max(1))
-                        ),
-                    );
+                    self.fetch_failed(host, f, &why, "keeping the last good set, ");
                 }
             }
             return true;
