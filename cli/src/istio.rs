@@ -251,20 +251,10 @@ fn module_resource(chain: &Chain, routes: &[&Route], options: &Options) -> Resul
 fn module_envoy_filter(chain: &Chain, routes: &[&Route], options: &Options) -> Result<Doc, String> {
     let first = routes[0];
     let (istio, labels, context) = envoy_filter_target(first)?;
-    let patch = json!({
-        "applyTo": "HTTP_FILTER",
-        "match": {
-            "context": context,
-            "listener": {"filterChain": {"filter": {
-                "name": "envoy.filters.network.http_connection_manager",
-                "subFilter": {"name": "envoy.filters.http.router"},
-            }}},
-        },
-        "patch": {
-            "operation": "INSERT_BEFORE",
-            "value": crate::envoy::module_json(chain, routes, &options.wasm_dir),
-        },
-    });
+    let patch = before_router(
+        &context,
+        crate::envoy::module_json(chain, routes, &options.wasm_dir),
+    );
     Ok(Doc {
         comment: vec![
             format!(
@@ -380,20 +370,10 @@ fn envoy_filter(route: &Route, options: &Options) -> Result<Doc, String> {
                 filter: u.filter,
                 config: u.config.clone(),
             };
-            json!({
-                "applyTo": "HTTP_FILTER",
-                "match": {
-                    "context": context,
-                    "listener": {"filterChain": {"filter": {
-                        "name": "envoy.filters.network.http_connection_manager",
-                        "subFilter": {"name": "envoy.filters.http.router"},
-                    }}},
-                },
-                "patch": {
-                    "operation": "INSERT_BEFORE",
-                    "value": crate::envoy::instance_json(&instance, &options.wasm_dir),
-                },
-            })
+            before_router(
+                &context,
+                crate::envoy::instance_json(&instance, &options.wasm_dir),
+            )
         })
         .collect();
     let names: Vec<&str> = route.filters.iter().map(|u| u.filter.name).collect();
@@ -480,6 +460,22 @@ fn wrap_comment(text: &str) -> String {
     out.push_str(&line);
     out.push('\n');
     out
+}
+
+/// An EnvoyFilter patch inserting the HTTP filter `value` before the router
+/// of every connection manager in `context`.
+fn before_router(context: &str, value: Value) -> Value {
+    json!({
+        "applyTo": "HTTP_FILTER",
+        "match": {
+            "context": context,
+            "listener": {"filterChain": {"filter": {
+                "name": "envoy.filters.network.http_connection_manager",
+                "subFilter": {"name": "envoy.filters.http.router"},
+            }}},
+        },
+        "patch": {"operation": "INSERT_BEFORE", "value": value},
+    })
 }
 
 /// A WasmPlugin's spec (a TrafficExtension's, with the module under `wasm`)
