@@ -36,6 +36,7 @@ pub mod client;
 pub mod config;
 pub mod deploy_support;
 pub mod envoy;
+pub mod jwt_fixtures;
 pub mod paths;
 pub mod ports;
 pub mod ratelimit_support;

@@ -21,10 +21,10 @@ pub fn dist_wasm(name: &str) -> PathBuf {
     )
 }
 
-/// Path of the one-VM module running every control, `<repo>/dist/palisade.wasm`
-/// (whether it was built is checked when `PALISADE_MODULE=one` is first read).
+/// Path of the one-VM module running every control, `<repo>/dist/palisade.wasm`;
+/// panics if it was not built, as [`dist_wasm`] does.
 pub fn dist_module() -> PathBuf {
-    repo_root().join("dist/palisade.wasm")
+    existing_artifact(repo_root().join("dist/palisade.wasm"))
 }
 
 /// Path of the empty benchmark filter, `<repo>/dist/bench/palisade_empty.wasm`: the

@@ -6,40 +6,18 @@
 //!
 //! Build first: `make build` (writes `dist/palisade.wasm`).
 
-use std::path::PathBuf;
 use std::time::Duration;
 
+use palisade_tests::jwt_fixtures::{self, jwks};
 use palisade_tests::*;
 use serde_json::{json, Value};
 
 const ISSUER: &str = "https://id.example.com";
 const WAIT: Duration = Duration::from_secs(5);
 
-fn module() -> PathBuf {
-    let path = repo_root().join("dist/palisade.wasm");
-    assert!(
-        path.is_file(),
-        "{} missing: run `make build`",
-        path.display()
-    );
-    path
-}
-
+/// A `Bearer` header with the minted token `name`.
 fn token(name: &str) -> String {
-    let path = repo_root().join("tests/tests/jwt/tokens.json");
-    let all: Value = serde_json::from_slice(&std::fs::read(path).expect("tokens.json")).unwrap();
-    format!(
-        "Bearer {}",
-        all[name]
-            .as_str()
-            .unwrap_or_else(|| panic!("no token {name}"))
-    )
-}
-
-fn jwks(kids: &[&str]) -> Value {
-    let path = repo_root().join("filters/jwt/tests/fixtures/public_keys.json");
-    let all: Value = serde_json::from_slice(&std::fs::read(path).expect("public keys")).unwrap();
-    json!({"keys": kids.iter().map(|k| all[*k].clone()).collect::<Vec<_>>()})
+    format!("Bearer {}", jwt_fixtures::token(name))
 }
 
 fn jwt(keys: Value) -> Value {
@@ -66,7 +44,7 @@ fn chain(filters: Value, routes: Value) -> Value {
 }
 
 fn palisade(config: &Value) -> WasmFilter {
-    WasmFilter::new("palisade", module()).config_json(config)
+    WasmFilter::new("palisade", dist_module()).config_json(config)
 }
 
 fn counter(envoy: &Envoy, name: &str, at_least: u64) -> u64 {

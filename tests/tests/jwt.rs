@@ -10,6 +10,7 @@
 
 use std::time::{Duration, Instant};
 
+use palisade_tests::jwt_fixtures::{jwks, token};
 use palisade_tests::ports::ClosedPort;
 use palisade_tests::*;
 use serde_json::{json, Value};
@@ -17,24 +18,6 @@ use serde_json::{json, Value};
 const STAT: &str = "wasmcustom.palisade.jwt.";
 const WAIT: Duration = Duration::from_secs(5);
 const ISSUER: &str = "https://id.example.com";
-
-fn tokens() -> Value {
-    let path = repo_root().join("tests/tests/jwt/tokens.json");
-    serde_json::from_slice(&std::fs::read(&path).expect("tokens.json")).expect("tokens JSON")
-}
-
-fn token(name: &str) -> String {
-    tokens()[name]
-        .as_str()
-        .unwrap_or_else(|| panic!("no token {name}"))
-        .to_string()
-}
-
-fn jwks(kids: &[&str]) -> Value {
-    let path = repo_root().join("filters/jwt/tests/fixtures/public_keys.json");
-    let all: Value = serde_json::from_slice(&std::fs::read(path).expect("public keys")).unwrap();
-    json!({"keys": kids.iter().map(|k| all[*k].clone()).collect::<Vec<_>>()})
-}
 
 fn provider(extra: Value) -> Value {
     let mut p = json!({
