@@ -236,18 +236,15 @@ impl FakeHost {
     /// A root context in `on_configure`, as the glue presents it: the
     /// host detected there by [`HostKind::detect_in_root`].
     pub fn configuring(kind: HostKind) -> Self {
-        let probe = FakeHost {
-            kind,
-            ..FakeHost::default()
-        };
-        FakeHost {
+        let mut host = FakeHost {
             kind,
             phase: Phase::Configure,
-            believed: Some(HostKind::detect_in_root(
-                probe.accepts_unknown_effective_context(),
-            )),
             ..FakeHost::default()
-        }
+        };
+        host.believed = Some(HostKind::detect_in_root(
+            host.accepts_unknown_effective_context(),
+        ));
+        host
     }
 
     /// `proxy_set_effective_context` with an id no context has: Envoy
