@@ -618,6 +618,9 @@ struct Vm {
     /// Set when the config proved unusable on the host the first request
     /// revealed: every request is then refused, as a refused config would be.
     refused: Cell<bool>,
+    /// The plugin may hold response headers: requests then note their id
+    /// for the watchdog's answer (read once at configure, not per request).
+    holds_response: Cell<bool>,
     held: RefCell<HeldRequests>,
 }
 
@@ -716,6 +719,7 @@ impl<P: Plugin> RootContext for PluginRoot<P> {
                     Level::Info,
                     &format!("palisade.{}: configured ({on})", P::NAME),
                 );
+                self.vm.holds_response.set(plugin.holds_response_headers());
                 let holds = plugin.holds_request_headers() || plugin.holds_response_headers();
                 let tick = match (plugin.tick_period_ms(), holds) {
                     (Some(ms), true) => Some(ms.min(WATCHDOG_TICK_MS)),
@@ -977,12 +981,7 @@ impl<P: Plugin> HttpContext for PluginHttp<P> {
         let flow = filter.on_request_headers(&mut self.host, end_of_stream);
         // For the watchdog's answer to a held response (request headers
         // cannot be read from response callbacks).
-        if self.host.kind == HostKind::Envoy
-            && self
-                .plugin
-                .as_ref()
-                .is_some_and(|p| p.holds_response_headers())
-        {
+        if self.host.kind == HostKind::Envoy && self.vm.holds_response.get() {
             self.request_id = crate::RequestContext::new(P::NAME, &self.host).request_id;
         }
         // Held for the body, with no call whose answer would resume it.
