@@ -13,12 +13,16 @@
 use palisade_core::context::HEADER_PREFIX;
 use palisade_core::host::{CallError, Headers, Shared, SharedError};
 use palisade_core::{Host, HostKind, Level};
+use std::cell::RefCell;
 use std::rc::Rc;
 
 /// What one stream's controls leave for each other.
 #[derive(Debug, Default)]
 pub struct Memory {
     properties: Vec<(String, Vec<u8>)>,
+    /// The proxy's route name, once read: the chain and every control that
+    /// matches on it share one host call per request.
+    route_name: RefCell<Option<Option<String>>>,
 }
 
 impl Memory {
@@ -114,6 +118,13 @@ impl Host for ChainHost<'_> {
         in_memory(path)
             .and_then(|name| self.memory.get(name).map(<[u8]>::to_vec))
             .or_else(|| self.inner.property(path))
+    }
+    fn route_name(&self) -> Option<String> {
+        self.memory
+            .route_name
+            .borrow_mut()
+            .get_or_insert_with(|| self.inner.route_name())
+            .clone()
     }
     fn send_response(&mut self, status: u16, headers: &[(&str, &str)], body: &[u8]) {
         self.inner.send_response(status, headers, body);

@@ -34,6 +34,12 @@ struct CompiledRoute {
     matcher: Match,
     /// Indexes into [`ChainPlugin::controls`], outermost first.
     controls: Vec<usize>,
+    /// Their names, shared with every stream of the route.
+    names: Rc<[&'static str]>,
+    /// `prefix: "/"` and nothing else: every request, whatever its target
+    /// (even one that is not a path, such as `OPTIONS *`), so the path
+    /// need not be read.
+    catch_all: bool,
 }
 
 impl Rule for CompiledRoute {
@@ -51,20 +57,33 @@ pub struct ChainPlugin {
 
 impl ChainPlugin {
     /// The route for this request: by the proxy's route name, else by path.
+    /// With one route the name can only pick that route, so it is read
+    /// (a host call) only when the path does not match.
     fn select(&self, host: &dyn Host) -> Option<&CompiledRoute> {
+        let by_path = || {
+            if let Some(first) = self.routes.first().filter(|r| r.catch_all) {
+                return Some(first);
+            }
+            let raw = host.request_header(":path").unwrap_or_default();
+            let path = palisade_core::path::normalize(&String::from_utf8_lossy(&raw));
+            let input = RouteInput {
+                method: "",
+                path: &path,
+                route_name: None,
+            };
+            first_match(&self.routes, &input)
+        };
+        if self.routes.len() == 1 {
+            if let Some(route) = by_path() {
+                return Some(route);
+            }
+        }
         if let Some(name) = host.route_name() {
             if let Some(route) = self.routes.iter().find(|r| r.name == name) {
                 return Some(route);
             }
         }
-        let raw = host.request_header(":path").unwrap_or_default();
-        let path = palisade_core::path::normalize(&String::from_utf8_lossy(&raw));
-        let input = RouteInput {
-            method: "",
-            path: &path,
-            route_name: None,
-        };
-        first_match(&self.routes, &input)
+        by_path()
     }
 
     /// How many controls each route runs, by route name (for tests and logs).
@@ -139,14 +158,20 @@ impl Plugin for ChainPlugin {
                 };
                 indexes.push(index);
             }
+            let matcher = Match {
+                prefix: route.prefix.clone(),
+                path: route.path.clone(),
+                ..Match::default()
+            };
+            let catch_all = matcher.path.is_none()
+                && matches!(matcher.prefix.as_deref(), None | Some("" | "/"));
+            let names = indexes.iter().map(|&c| controls[c].name()).collect();
             routes.push(CompiledRoute {
                 name: route.name.clone(),
-                matcher: Match {
-                    prefix: route.prefix.clone(),
-                    path: route.path.clone(),
-                    ..Match::default()
-                },
+                matcher,
                 controls: indexes,
+                names,
+                catch_all,
             });
         }
         Ok(ChainPlugin {
@@ -213,17 +238,26 @@ impl ChainFilter {
 impl HttpFilter for ChainFilter {
     fn on_request_headers(&mut self, host: &mut dyn Host, eos: bool) -> Flow {
         let plugin = Rc::clone(&self.plugin);
-        let Some(route) = plugin.select(host) else {
+        let mut memory = host::Memory::default();
+        let view = host::ChainHost {
+            inner: host,
+            memory: &mut memory,
+            publish: plugin.publish,
+        };
+        let Some(route) = plugin.select(&view) else {
             return Flow::Continue;
         };
         let filters = route
             .controls
             .iter()
-            .map(|&c| (plugin.controls[c].name(), plugin.controls[c].new_filter()))
+            .map(|&c| plugin.controls[c].new_filter())
             .collect();
-        let stream = self
-            .stream
-            .insert(runner::Stream::new(filters, plugin.publish));
+        let stream = self.stream.insert(runner::Stream::new(
+            filters,
+            Rc::clone(&route.names),
+            plugin.publish,
+            memory,
+        ));
         stream.on_request_headers(host, eos)
     }
 

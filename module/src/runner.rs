@@ -18,6 +18,7 @@
 use crate::host::{ChainHost, Memory};
 use palisade_core::host::CallResponse;
 use palisade_core::{Flow, Host, HttpFilter};
+use std::rc::Rc;
 
 /// Where the request path stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,7 +32,7 @@ struct Stop {
 pub struct Stream {
     filters: Vec<Box<dyn HttpFilter>>,
     /// Each control's name, for [`Stream::holder`].
-    names: Vec<&'static str>,
+    names: Rc<[&'static str]>,
     /// What the controls leave for each other (see [`crate::host`]).
     memory: Memory,
     publish: bool,
@@ -62,12 +63,17 @@ macro_rules! step {
 }
 
 impl Stream {
-    pub fn new(controls: Vec<(&'static str, Box<dyn HttpFilter>)>, publish: bool) -> Stream {
-        let (names, filters) = controls.into_iter().unzip();
+    /// `memory` may already hold what choosing the route read (the route name).
+    pub fn new(
+        filters: Vec<Box<dyn HttpFilter>>,
+        names: Rc<[&'static str]>,
+        publish: bool,
+        memory: Memory,
+    ) -> Stream {
         Stream {
             filters,
             names,
-            memory: Memory::default(),
+            memory,
             publish,
             entered: 0,
             stop: None,

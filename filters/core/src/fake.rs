@@ -189,6 +189,11 @@ pub struct FakeHost {
     pub foreign_calls: Vec<(String, Vec<u8>)>,
     /// How many times the filter resumed a paused request.
     pub resumed: u32,
+    /// Every host call a filter made that costs a crossing on a real host,
+    /// by kind (`property xds.route_name`, `set_request_header`, ...):
+    /// what a filter costs, compared without a proxy. Header reads are left
+    /// out: the glue serves them from one map fetch per callback.
+    pub host_calls: RefCell<BTreeMap<String, u32>>,
     next_token: u32,
 }
 
@@ -216,6 +221,7 @@ impl Default for FakeHost {
             foreign: ForeignFunctions::default(),
             foreign_calls: Vec::new(),
             resumed: 0,
+            host_calls: RefCell::new(BTreeMap::new()),
             next_token: 0,
         }
     }
@@ -224,6 +230,15 @@ impl Default for FakeHost {
 impl FakeHost {
     pub fn new() -> Self {
         FakeHost::default()
+    }
+
+    fn tally(&self, call: impl Into<String>) {
+        *self.host_calls.borrow_mut().entry(call.into()).or_insert(0) += 1;
+    }
+
+    /// How many times the filters made host call `call` (see [`FakeHost::host_calls`]).
+    pub fn host_call_count(&self, call: &str) -> u32 {
+        self.host_calls.borrow().get(call).copied().unwrap_or(0)
     }
 
     pub fn kong() -> Self {
@@ -370,6 +385,7 @@ impl Host for FakeHost {
     }
 
     fn set_request_header(&mut self, name: &str, value: &[u8]) {
+        self.tally("set_request_header");
         if find(&self.request_headers, name).is_none() {
             // Kong: a set after a removal adds a second header beside the
             // removed one, which is still forwarded.
@@ -398,6 +414,7 @@ impl Host for FakeHost {
     }
 
     fn remove_request_header(&mut self, name: &str) {
+        self.tally("remove_request_header");
         if self.kind().strips_request_headers_by_overwrite() {
             if find(&self.request_headers, name).is_some() {
                 self.set_request_header(name, b"");
@@ -429,14 +446,17 @@ impl Host for FakeHost {
     }
 
     fn set_response_header(&mut self, name: &str, value: &[u8]) {
+        self.tally("set_response_header");
         set(&mut self.response_headers, name, value);
     }
 
     fn add_response_header(&mut self, name: &str, value: &[u8]) {
+        self.tally("add_response_header");
         add(&mut self.response_headers, name, value);
     }
 
     fn remove_response_header(&mut self, name: &str) {
+        self.tally("remove_response_header");
         remove(&mut self.response_headers, name);
     }
 
@@ -453,6 +473,7 @@ impl Host for FakeHost {
     }
 
     fn response_body(&self, start: usize, len: usize) -> Option<Vec<u8>> {
+        self.tally("response_body");
         let end = start.saturating_add(len).min(self.response_body.len());
         self.response_body
             .get(start.min(end)..end)
@@ -460,6 +481,7 @@ impl Host for FakeHost {
     }
 
     fn set_response_body(&mut self, start: usize, len: usize, data: &[u8]) {
+        self.tally("set_response_body");
         let start = start.min(self.response_body.len());
         let end = start.saturating_add(len).min(self.response_body.len());
         // Kong writes only the first `len` bytes of the replacement.
@@ -471,6 +493,7 @@ impl Host for FakeHost {
     }
 
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+        self.tally(format!("property {}", path.join(".")));
         if self.kind == HostKind::Kong && self.phase.is_root() {
             self.log(
                 Level::Error,
@@ -482,6 +505,7 @@ impl Host for FakeHost {
     }
 
     fn send_response(&mut self, status: u16, headers: &[(&str, &str)], body: &[u8]) {
+        self.tally("send_response");
         let mut body = body.to_vec();
         if self.kind.appends_newline_to_local_replies() {
             body.push(b'\n');
@@ -505,6 +529,7 @@ impl Host for FakeHost {
     }
 
     fn log(&self, level: Level, message: &str) {
+        self.tally("log");
         self.logs.borrow_mut().push((level, message.to_string()));
     }
 
@@ -520,24 +545,29 @@ impl Host for FakeHost {
     }
 
     fn increment_counter(&mut self, id: u32, by: i64) {
+        self.tally("increment_counter");
         if let Some(name) = self.metric_names.get(id as usize) {
             *self.counters.entry(name.clone()).or_insert(0) += by;
         }
     }
 
     fn now_nanos(&self) -> u64 {
+        self.tally("now_nanos");
         self.clock.get()
     }
 
     fn shared_get(&self, key: &str) -> Shared {
+        self.tally("shared_get");
         self.shared.borrow().get(key)
     }
 
     fn shared_set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), SharedError> {
+        self.tally("shared_set");
         self.shared.borrow_mut().set(key, value, cas)
     }
 
     fn request_body(&self, start: usize, len: usize) -> Option<Vec<u8>> {
+        self.tally("request_body");
         let end = start.saturating_add(len).min(self.request_body.len());
         self.request_body
             .get(start.min(end)..end)
@@ -545,12 +575,14 @@ impl Host for FakeHost {
     }
 
     fn set_request_body(&mut self, start: usize, len: usize, data: &[u8]) {
+        self.tally("set_request_body");
         let start = start.min(self.request_body.len());
         let end = start.saturating_add(len).min(self.request_body.len());
         self.request_body.splice(start..end, data.iter().copied());
     }
 
     fn set_property(&mut self, path: &[&str], value: &[u8]) {
+        self.tally(format!("set_property {}", path.join(".")));
         self.properties.insert(path.join("."), value.to_vec());
     }
 
