@@ -117,7 +117,10 @@ routes:
     match: {prefix: /}
     upstream: b
     filters:
-      - jwt: {signature_backend: host, unmatched: allow}
+      - ratelimit:
+          mode: global
+          global: {cluster: rls, domain: d}
+          limits: [{name: a, key: [], requests: 1, per_s: 1}]
 ",
         );
         assert_eq!(check(&c, &[HostKind::Envoy]), vec![]);
@@ -125,7 +128,7 @@ routes:
         assert_eq!(problems.len(), 1);
         assert_eq!(
             problems[0].at,
-            "routes[0] (a).filters.jwt.signature_backend (on kong)"
+            "routes[0] (a).filters.ratelimit.mode (on kong)"
         );
     }
 }

@@ -304,7 +304,7 @@ routes:
   - name: api
     match: {prefix: /api/}
     upstream: backend
-    filters: [{ratelimit: {}}, {schema: {max_body_bytes: 20000, rules: [{match: {prefix: /api/big}, max_body_bytes: 65536}]}}]
+    filters: [{ratelimit: {limits: [{name: a, key: [], requests: 9, per_s: 1}]}}, {schema: {max_body_bytes: 20000, rules: [{match: {prefix: /api/big}, max_body_bytes: 65536}]}}]
 ",
         )
         .unwrap();

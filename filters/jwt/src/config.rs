@@ -24,9 +24,12 @@ pub struct Config {
     /// First match wins; a rule without `requires` lets requests through unchecked.
     #[serde(default)]
     pub rules: Vec<RuleConfig>,
-    /// Requests matching no rule: `deny` (403, the default) or `allow`.
-    #[serde(default)]
-    pub unmatched: Unmatched,
+    /// The requirement of every request no rule matches: a jwt control on
+    /// a route then protects the whole route, and `rules` only refine it.
+    pub requires: Option<RequirementConfig>,
+    /// Requests matching no rule, when there is no `requires`: `deny` (403,
+    /// the default) or `allow`.
+    pub unmatched: Option<Unmatched>,
     /// CORS preflights (`OPTIONS` with `Origin` and
     /// `Access-Control-Request-Method`) pass unchecked.
     #[serde(default = "yes")]
@@ -236,6 +239,38 @@ impl Validate for Config {
             provider.validate().map_err(|e| e.within(&path))?;
         }
         validate_rules(&self.rules)?;
+        if let Some(req) = &self.requires {
+            if self.unmatched.is_some() {
+                return Err(ConfigError::new(
+                    "unmatched",
+                    "set either `requires` (what every request no rule matches must carry) \
+                     or `unmatched`, not both",
+                ));
+            }
+            req.validate(&self.providers)
+                .map_err(|e| e.within("requires"))?;
+        }
+        if self.requires.is_none() {
+            let checks = self.rules.iter().any(|r| r.requires.is_some());
+            match (checks, self.unmatched.unwrap_or_default()) {
+                (false, Unmatched::Deny) => {
+                    return Err(ConfigError::new(
+                        "requires",
+                        "nothing is required, so every request would be refused \
+                         (403 no-matching-rule): set `requires` (for example \
+                         {\"provider\": \"<name>\"}) or rules with `requires`",
+                    ))
+                }
+                (false, Unmatched::Allow) => {
+                    return Err(ConfigError::new(
+                        "requires",
+                        "nothing is required, so every request would pass unchecked: \
+                         set `requires` or rules with `requires`",
+                    ))
+                }
+                _ => {}
+            }
+        }
         for (i, rule) in self.rules.iter().enumerate() {
             if let Some(req) = &rule.requires {
                 req.validate(&self.providers)

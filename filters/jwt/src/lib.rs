@@ -24,7 +24,7 @@ pub mod requirement;
 pub mod signature;
 pub mod verifier;
 
-use config::{Backend, Config, OnJwksUnavailable, Unmatched};
+use config::{Backend, Config, OnJwksUnavailable, RuleConfig, Unmatched};
 use extractor::{Extraction, Source};
 use jwks::{AlgSet, KeySet};
 use jwks_cache::ProviderKeys;
@@ -303,9 +303,16 @@ impl JwtPlugin {
             });
         }
         let index = |name: &str| providers.iter().position(|p| p.name == name).unwrap_or(0);
+        // The top-level requirement is the last rule, matching everything.
+        let default_rule = config.requires.as_ref().map(|req| RuleConfig {
+            matcher: Match::default(),
+            requires: Some(req.clone()),
+            dry_run: None,
+        });
         let rules: Vec<CompiledRule> = config
             .rules
             .iter()
+            .chain(default_rule.as_ref())
             .map(|r| {
                 let requires = r.requires.as_ref().map(|c| Requirement::compile(c, &index));
                 let mut used = Vec::new();
@@ -340,7 +347,7 @@ impl JwtPlugin {
             providers,
             sources,
             rules,
-            unmatched: config.unmatched,
+            unmatched: config.unmatched.unwrap_or_default(),
             bypass_cors: config.bypass_cors_preflight,
             dry_run: config.dry_run,
             realm: config.realm.clone(),

@@ -352,7 +352,77 @@ fn bad_configs_are_refused_naming_the_field() {
             .expect_err(&format!("accepted: {cfg}"));
         assert!(err.path.starts_with(path), "{cfg}: got {err}");
     }
-    assert!(check_config(b"{}", HostKind::Envoy).is_ok());
+    assert_eq!(
+        check_config(b"{}", HostKind::Envoy).map_err(|e| e.path),
+        Err("requires".to_string()),
+        "an empty config would refuse every request"
+    );
     let schema = config_schema();
     assert!(schema["properties"]["providers"].is_object(), "{schema}");
+}
+
+#[test]
+fn a_top_level_requires_protects_every_request_no_rule_matches() {
+    let config = json!({
+        "providers": {"corp": provider(json!({}))},
+        "rules": [{"match": {"prefix": "/health"}},
+                  {"match": {"prefix": "/admin"}, "requires": {"provider": "corp", "scopes": ["admin"]}}],
+        "requires": {"provider": "corp"}
+    });
+    let vm = vm(&config);
+    let token = rs256(&claims());
+    for path in ["/", "/orders/1", "/anything/else"] {
+        assert_eq!(status(&vm.get(path, None).1), 401, "{path} without a token");
+        let (flow, h) = vm.get(path, Some(&token));
+        assert_eq!(
+            (flow, status(&h)),
+            (Flow::Continue, 0),
+            "{path} with a token"
+        );
+    }
+    assert_eq!(
+        status(&vm.get("/health", None).1),
+        0,
+        "a rule refines the route"
+    );
+    assert_eq!(
+        status(&vm.get("/admin/x", Some(&token)).1),
+        403,
+        "the admin rule still asks for its scope"
+    );
+}
+
+#[test]
+fn a_config_that_requires_nothing_is_refused_instead_of_refusing_everyone() {
+    for (config, at) in [
+        (
+            json!({"providers": {"corp": provider(json!({}))}}),
+            "requires",
+        ),
+        (
+            config_with(provider(json!({})), json!([{"match": {"prefix": "/"}}])),
+            "requires",
+        ),
+        (
+            json!({"providers": {"corp": provider(json!({}))}, "unmatched": "allow"}),
+            "requires",
+        ),
+        (
+            json!({"providers": {"corp": provider(json!({}))}, "requires": {"provider": "corp"},
+                   "unmatched": "deny"}),
+            "unmatched",
+        ),
+        (
+            json!({"providers": {"corp": provider(json!({}))}, "requires": {"provider": "nobody"}}),
+            "requires.provider",
+        ),
+    ] {
+        let err = check_config(config.to_string().as_bytes(), HostKind::Envoy)
+            .expect_err(&format!("{config} accepted"));
+        assert_eq!(err.path, at, "{config}: {err}");
+    }
+    // A rule that requires something still makes `unmatched` meaningful.
+    let ok = json!({"providers": {"corp": provider(json!({}))}, "unmatched": "allow",
+                    "rules": [{"match": {"prefix": "/api"}, "requires": {"provider": "corp"}}]});
+    assert!(check_config(ok.to_string().as_bytes(), HostKind::Envoy).is_ok());
 }

@@ -29,9 +29,13 @@ pub struct Config {
     /// Decide, count and log, but never deny (shadow mode).
     #[serde(default)]
     pub dry_run: bool,
-    /// First match wins; a request matching no rule is not limited.
+    /// First match wins; a request matching no rule gets `limits`.
     #[serde(default)]
     pub rules: Vec<RuleConfig>,
+    /// The limits of every request no rule matches: a ratelimit control on
+    /// a route limits the whole route, and `rules` only refine it.
+    #[serde(default)]
+    pub limits: Vec<LimitConfig>,
     /// How the `client_ip` key part finds the client.
     #[serde(default)]
     pub client_ip: ClientIpConfig,
@@ -63,6 +67,21 @@ pub struct RuleConfig {
     /// Shadow mode for this rule only.
     pub dry_run: Option<bool>,
     pub limits: Vec<LimitConfig>,
+}
+
+impl Config {
+    /// `rules`, then the top-level `limits` as a last rule matching every
+    /// request.
+    pub fn effective_rules(&self) -> Vec<RuleConfig> {
+        let mut rules = self.rules.clone();
+        if !self.limits.is_empty() {
+            rules.push(RuleConfig {
+                limits: self.limits.clone(),
+                ..RuleConfig::default()
+            });
+        }
+        rules
+    }
 }
 
 impl Rule for RuleConfig {
@@ -363,16 +382,19 @@ impl Validate for Config {
     fn validate(&self) -> Result<(), ConfigError> {
         validate_rules(&self.rules)?;
         let mut names: Vec<&str> = Vec::new();
-        for (i, rule) in self.rules.iter().enumerate() {
-            let at = format!("rules[{i}]");
-            if rule.limits.is_empty() {
-                return Err(ConfigError::new(
-                    format!("{at}.limits"),
-                    "must not be empty",
-                ));
+        let top = (String::new(), &self.limits);
+        let listed = self
+            .rules
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (format!("rules[{i}]."), &r.limits))
+            .chain((!self.limits.is_empty()).then_some(top));
+        for (at, limits) in listed {
+            if limits.is_empty() {
+                return Err(ConfigError::new(format!("{at}limits"), "must not be empty"));
             }
-            for (j, limit) in rule.limits.iter().enumerate() {
-                let at = format!("{at}.limits[{j}]");
+            for (j, limit) in limits.iter().enumerate() {
+                let at = format!("{at}limits[{j}]");
                 limit.check().map_err(|e| e.within(&at))?;
                 if names.contains(&limit.name.as_str()) {
                     return Err(ConfigError::new(
@@ -400,6 +422,13 @@ impl Validate for Config {
             return Err(ConfigError::new(
                 "claims.header_prefix",
                 "must be a lowercase header name prefix",
+            ));
+        }
+        if self.rules.is_empty() && self.limits.is_empty() {
+            return Err(ConfigError::new(
+                "limits",
+                "nothing is limited, so every request would pass: set `limits` \
+                 (applied to every request no rule matches) or `rules`",
             ));
         }
         let path = &self.claims.property;

@@ -146,8 +146,8 @@ impl RateLimitPlugin {
     /// Compiles the config, defines the metrics and creates the table's slots.
     pub fn new(config: &Config, host: &mut dyn Host) -> Result<RateLimitPlugin, ConfigError> {
         config.check_host(host.kind())?;
-        let limit_names: Vec<&str> = config
-            .rules
+        let effective = config.effective_rules();
+        let limit_names: Vec<&str> = effective
             .iter()
             .flat_map(|r| r.limits.iter().map(|l| l.name.as_str()))
             .collect();
@@ -158,8 +158,7 @@ impl RateLimitPlugin {
         }
         let event_refs: Vec<&str> = events.iter().map(String::as_str).collect();
         let metrics = Metrics::define(host, NAME, &event_refs, &answer::REASONS);
-        let rules: Vec<CompiledRule> = config
-            .rules
+        let rules: Vec<CompiledRule> = effective
             .iter()
             .map(|r| CompiledRule {
                 matcher: r.matcher.clone(),

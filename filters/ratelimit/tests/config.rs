@@ -26,11 +26,14 @@ fn err(json: &str) -> String {
 }
 
 #[test]
-fn the_issue_example_and_the_empty_config_load() {
+fn the_issue_example_loads_and_a_config_that_limits_nothing_does_not() {
     check_config(ISSUE_EXAMPLE.as_bytes(), HostKind::Envoy).unwrap();
     check_config(ISSUE_EXAMPLE.as_bytes(), HostKind::Kong).unwrap();
-    check_config(b"", HostKind::Envoy).unwrap();
-    check_config(b"{}", HostKind::Envoy).unwrap();
+    for nothing in ["", "{}", r#"{"dry_run": true}"#] {
+        let e = check_config(nothing.as_bytes(), HostKind::Envoy).expect_err(nothing);
+        assert_eq!(e.path, "limits", "{nothing:?}: {e}");
+        assert!(e.message.contains("nothing is limited"), "{e}");
+    }
     common::Worker::new(ISSUE_EXAMPLE);
     for example in ["local.json", "global.json", "dry-run.json"] {
         let path = format!("{}/examples/{example}", env!("CARGO_MANIFEST_DIR"));
@@ -98,7 +101,8 @@ fn errors_name_the_field() {
 
 #[test]
 fn global_mode_is_refused_on_kong_naming_the_host_and_field() {
-    let global = r#"{"mode": "global", "global": {"cluster": "rls", "domain": "d"}}"#;
+    let global = r#"{"mode": "global", "global": {"cluster": "rls", "domain": "d"},
+                     "limits": [{"name": "a", "key": [], "requests": 1, "per_s": 1}]}"#;
     check_config(global.as_bytes(), HostKind::Envoy).unwrap();
     let e = check_config(global.as_bytes(), HostKind::Kong).unwrap_err();
     assert_eq!(e.path, "mode");
@@ -130,4 +134,29 @@ fn the_schema_describes_the_config() {
     let text = schema.to_string();
     assert!(text.contains("x-ratelimit"));
     assert!(text.contains("v6_prefix"));
+}
+
+#[test]
+fn top_level_limits_apply_to_every_request_no_rule_matches() {
+    let config = r#"{
+      "rules": [ { "match": { "prefix": "/login" },
+                   "limits": [ { "name": "login", "key": ["client_ip"], "requests": 1, "per_s": 60 } ] } ],
+      "limits": [ { "name": "route", "key": [], "requests": 2, "per_s": 60 } ]
+    }"#;
+    let worker = common::Worker::new(config);
+    let get = |path: &str| worker.status(worker.request("GET", path));
+    let statuses: Vec<u16> = (0..3).map(|_| get("/orders")).collect();
+    assert_eq!(statuses, [200, 200, 429], "the route-wide limit");
+    assert_eq!(get("/login"), 200, "the rule's own limit, not the route's");
+    assert_eq!(get("/login"), 429);
+    assert!(
+        err(r#"{"limits": [{"name": "a", "key": [], "requests": 1, "per_s": 0}]}"#)
+            .starts_with("limits[0].per_s"),
+        "the field's path"
+    );
+    assert!(err(
+        r#"{"rules": [{"limits": [{"name": "a", "key": [], "requests": 1, "per_s": 1}]}],
+                  "limits": [{"name": "a", "key": [], "requests": 1, "per_s": 1}]}"#
+    )
+    .starts_with("limits[0].name"));
 }
