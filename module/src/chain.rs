@@ -180,7 +180,8 @@ pub struct Upstream {
 /// Parses a chain file's text (YAML, of which JSON is a subset).
 #[cfg(feature = "yaml")]
 pub fn parse(text: &str) -> Result<ChainFile, Problem> {
-    serde_norway::from_str(text).map_err(|e| problem("", e.to_string()))
+    serde_norway::from_str(text)
+        .map_err(|e| problem("", palisade_core::config::operator_words(&e.to_string())))
 }
 
 /// Loads and resolves; every problem found is returned, not only the first.
@@ -267,7 +268,7 @@ pub fn load_json(json: &[u8]) -> Result<Chain, Vec<Problem>> {
         let at = e.path().to_string();
         vec![problem(
             if at == "." { String::new() } else { at },
-            e.into_inner().to_string(),
+            palisade_core::config::operator_words(&e.into_inner().to_string()),
         )]
     })?;
     resolve(&file)

@@ -471,6 +471,39 @@ fn remote_jwks_the_first_request_on_a_fresh_envoy_fetches_the_keys_and_waits() {
 }
 
 #[test]
+fn remote_jwks_naming_a_cluster_envoy_does_not_have_says_so_in_the_log_and_the_counter() {
+    // The cluster is missing from the bootstrap (a typo, a forgotten
+    // cluster): requests are refused as "keys not available", and the
+    // operator learns why from one log line per attempt and the counter.
+    let upstream = Upstream::start();
+    let remote = json!({"cluster": "idp-typo", "path": "/jwks", "authority": "idp.test",
+                        "timeout_ms": 500});
+    let config = json!({
+        "providers": {"corp": provider(json!({"local_jwks": null, "remote_jwks": remote}))},
+        "requires": {"provider": "corp"}
+    });
+    let envoy = Envoy::start(
+        &EnvoyConfig::new()
+            .upstream(&upstream)
+            .wasm(jwt_filter(&config)),
+    );
+    let r = get(&envoy.url("/a"), &[("authorization", &bearer("valid"))]);
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert!(stat(&envoy, "jwks_fetch_failed", 1) >= 1);
+    assert!(
+        eventually(WAIT, || envoy.log().contains("JWKS fetch failed")
+            && envoy.log().contains("\"idp-typo\"")
+            && envoy.log().contains("does the cluster exist?")),
+        "no log line naming the cluster:\n{}",
+        envoy.log()
+    );
+    assert!(
+        upstream.received().is_empty(),
+        "nothing reached the upstream"
+    );
+}
+
+#[test]
 fn chained_after_headers_and_inside_errors() {
     let upstream = Upstream::start();
     let config = json!({"providers": {"corp": provider(json!({}))}, "rules": rules()});
