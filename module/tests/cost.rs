@@ -41,12 +41,15 @@ fn one_control_chain(name: &str, config: &Value, publish: bool) -> Value {
 
 /// The requests each control is compared on: its allow path, its refusals,
 /// a body and a masked error.
-fn exchanges() -> Vec<(
+/// Method, path, request headers and the rest of the exchange.
+type Case = (
     &'static str,
     &'static str,
     Vec<(&'static str, &'static str)>,
     Exchange,
-)> {
+);
+
+fn exchanges() -> Vec<Case> {
     vec![
         ("GET", "/bench/resource", vec![], Exchange::new()),
         (
