@@ -2,9 +2,56 @@
 //! filter's own code (the same `load` + `validate` its `configure` runs in
 //! the proxy), for each host the chain will run on.
 
-use crate::chain::{Chain, Origin, Problem};
+use crate::chain::{Chain, Origin, Platform, Problem};
+use crate::envoy::Modules;
 use palisade_core::HostKind;
 use serde_json::Value;
+
+/// Everything `palisade render` would refuse for `platforms`: each
+/// filter config on the proxy those platforms run (Kong-only refusals only
+/// when Kong is one of them), then each platform's own render checks.
+pub fn for_platforms(chain: &Chain, platforms: &[Platform], modules: Modules) -> Vec<Problem> {
+    let mut hosts: Vec<HostKind> = Vec::new();
+    for p in platforms {
+        if !hosts.contains(&p.host()) {
+            hosts.push(p.host());
+        }
+    }
+    let mut problems = check(chain, &hosts);
+    for &platform in platforms {
+        let rendered = match platform {
+            Platform::Envoy => crate::envoy::render_text(
+                chain,
+                &crate::envoy::Options {
+                    modules,
+                    ..Default::default()
+                },
+            )
+            .map(drop),
+            Platform::Istio => crate::istio::render(
+                chain,
+                &crate::istio::Options {
+                    modules,
+                    ..Default::default()
+                },
+            )
+            .map(drop),
+            Platform::Kong => {
+                crate::kong::render_text(chain, crate::kong::Form::FilterChains, modules).map(drop)
+            }
+        };
+        if let Err(message) = rendered {
+            let p = Problem {
+                at: format!("render {}", platform.name()),
+                message,
+            };
+            if !problems.contains(&p) {
+                problems.push(p);
+            }
+        }
+    }
+    problems
+}
 
 /// Checks each distinct config once (shared ones under `filters.<name>`,
 /// route ones under `routes[i] (name).filters.<name>`), on every `hosts`.
@@ -104,6 +151,75 @@ routes:
 ",
         );
         assert_eq!(check(&c, &[HostKind::Envoy, HostKind::Kong]), vec![]);
+    }
+
+    #[test]
+    fn check_runs_what_render_runs_for_the_chain_s_platforms() {
+        let two_orders = "
+version: 1
+upstreams: {b: 'http://127.0.0.1:1'}
+routes:
+  - {name: a, match: {prefix: /a/}, upstream: b, filters: [headers, errors]}
+  - {name: c, match: {prefix: /c/}, upstream: b, filters: [errors, headers]}
+";
+        let c = chain(two_orders);
+        assert_eq!(c.platforms, vec![Platform::Envoy], "envoy unless told");
+        // palisade.wasm orders each route itself; separate filters cannot.
+        assert_eq!(for_platforms(&c, &c.platforms, Modules::Single), vec![]);
+        let problems = for_platforms(&c, &c.platforms, Modules::PerFilter);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].at, "render envoy");
+        assert!(problems[0].message.contains("differently"), "{problems:?}");
+
+        // Istio is a platform only when asked (or a route has an istio section).
+        let held = "
+version: 1
+upstreams: {b: 'http://127.0.0.1:1'}
+routes:
+  - name: a
+    match: {prefix: /}
+    upstream: b
+    filters: [{schema: {hold_headers: true}}]
+    istio: {selector: {matchLabels: {app: a}}}
+";
+        let c = chain(held);
+        assert_eq!(c.platforms, vec![Platform::Envoy, Platform::Istio]);
+        let problems = for_platforms(&c, &c.platforms, Modules::Single);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].at, "render istio");
+        assert!(problems[0].message.contains("hold_headers"));
+        assert_eq!(
+            for_platforms(&c, &[Platform::Envoy], Modules::Single),
+            vec![]
+        );
+    }
+
+    #[test]
+    fn kong_refusals_only_for_chains_deployed_on_kong() {
+        let text = "
+version: 1
+platforms: [envoy]
+upstreams: {b: 'http://127.0.0.1:1'}
+routes:
+  - name: a
+    match: {prefix: /}
+    upstream: b
+    filters:
+      - ratelimit:
+          mode: global
+          global: {cluster: rls, domain: d}
+          limits: [{name: a, key: [], requests: 1, per_s: 1}]
+";
+        let c = chain(text);
+        assert_eq!(for_platforms(&c, &c.platforms, Modules::Single), vec![]);
+        let c = chain(&text.replace("platforms: [envoy]", "platforms: [envoy, kong]"));
+        let problems = for_platforms(&c, &c.platforms, Modules::Single);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(
+            problems[0].at,
+            "routes[0] (a).filters.ratelimit.mode (on kong)"
+        );
+        assert!(chain::load(&text.replace("platforms: [envoy]", "platforms: []")).is_err());
     }
 
     #[test]

@@ -149,6 +149,9 @@ fn target_key(istio: &IstioTarget) -> Value {
 fn by_target(chain: &Chain) -> Result<Vec<Vec<&Route>>, String> {
     let mut groups: Vec<(Value, Vec<&Route>)> = Vec::new();
     for route in chain.routes.iter().filter(|r| !r.filters.is_empty()) {
+        if route.istio.is_none() {
+            continue; // skipped, with a note (see `render`)
+        }
         let key = target_key(target(route)?);
         match groups.iter_mut().find(|(k, _)| *k == key) {
             Some((_, routes)) => routes.push(route),
@@ -416,7 +419,7 @@ pub fn render(chain: &Chain, options: &Options) -> Result<String, String> {
     } else {
         &[]
     };
-    for route in per_filter {
+    for route in per_filter.iter().filter(|r| r.istio.is_some()) {
         if options.kind == Kind::EnvoyFilter {
             if !route.filters.is_empty() {
                 docs.push(envoy_filter(route, options)?);
@@ -427,12 +430,32 @@ pub fn render(chain: &Chain, options: &Options) -> Result<String, String> {
             docs.push(resource(route, u, options)?);
         }
     }
+    let skipped: Vec<&str> = chain
+        .routes
+        .iter()
+        .filter(|r| !r.filters.is_empty() && r.istio.is_none())
+        .map(|r| r.name.as_str())
+        .collect();
+    if docs.is_empty() && !skipped.is_empty() {
+        return Err(format!(
+            "no route has an istio section (routes {}): WasmPlugins attach to workloads \
+             (istio.selector) or gateways (istio.targetRefs), not to routes",
+            skipped.join(", ")
+        ));
+    }
     let mut out = String::from(
         "# Palisade for Istio, rendered by `palisade render istio` from a chain file.\n\
          # Let the filters' counters through the proxy's stats matcher (mesh-wide in\n\
          # meshConfig.defaultConfig, or per workload in the proxy.istio.io/config\n\
          # annotation): proxyStatsMatcher: {inclusionPrefixes: [wasmcustom.palisade]}\n",
     );
+    if !skipped.is_empty() {
+        out.push_str(&wrap_comment(&format!(
+            "Not rendered: route(s) {} have no istio section (no workload to attach to); \
+             they are for the other platforms of the chain file.",
+            skipped.join(", ")
+        )));
+    }
     for doc in docs {
         out.push_str("---\n");
         for line in &doc.comment {
@@ -604,7 +627,22 @@ routes:
     }
 
     #[test]
-    fn a_route_without_a_target_is_refused() {
+    fn routes_without_a_target_are_skipped_with_a_note_and_none_at_all_is_refused() {
+        let edge_only =
+            "  - name: edge\n    match: {prefix: /edge/}\n    upstream: b\n    filters: [errors]\n";
+        let mixed =
+            chain::load(&CHAIN.replace("routes:\n", &format!("routes:\n{edge_only}"))).unwrap();
+        for options in [Options::default(), per_filter(Kind::WasmPlugin)] {
+            let text = render(&mixed, &options).unwrap();
+            assert!(
+                text.contains("Not rendered: route(s) edge have no istio section"),
+                "{text}"
+            );
+            assert!(!docs(&text).is_empty());
+            assert!(docs(&text)
+                .iter()
+                .all(|d| !d.to_string().contains("/edge/")));
+        }
         let c = chain::load(&CHAIN.replace(
             "    istio: {selector: {matchLabels: {istio: ingressgateway}}}\n",
             "",
@@ -612,6 +650,6 @@ routes:
         .unwrap();
         assert!(render(&c, &Options::default())
             .unwrap_err()
-            .contains("has no istio section"));
+            .contains("no route has an istio section"));
     }
 }

@@ -25,9 +25,13 @@ struct Cli {
 enum Command {
     /// Validate every filter config of chain files with the filters' own code.
     Check {
-        /// Host(s) the configs must load on.
-        #[arg(long, value_enum, default_value = "all")]
-        host: Host,
+        /// Platform(s) to check for, as `render` would (repeat or comma-separate);
+        /// default: the chain file's `platforms` (envoy, plus istio when a route
+        /// has an istio section).
+        #[arg(long, value_enum, value_delimiter = ',')]
+        platform: Vec<PlatformArg>,
+        #[command(flatten)]
+        modules: ModulesArg,
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
@@ -138,10 +142,20 @@ impl ModulesArg {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
-enum Host {
+enum PlatformArg {
     Envoy,
+    Istio,
     Kong,
-    All,
+}
+
+impl PlatformArg {
+    fn get(self) -> chain::Platform {
+        match self {
+            PlatformArg::Envoy => chain::Platform::Envoy,
+            PlatformArg::Istio => chain::Platform::Istio,
+            PlatformArg::Kong => chain::Platform::Kong,
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -229,17 +243,24 @@ fn pretty(v: &serde_json::Value) -> String {
 
 fn run(command: Command) -> Result<(), Failure> {
     match command {
-        Command::Check { host, files } => {
-            let hosts = match host {
-                Host::Envoy => vec![HostKind::Envoy],
-                Host::Kong => vec![HostKind::Kong],
-                Host::All => vec![HostKind::Envoy, HostKind::Kong],
-            };
+        Command::Check {
+            platform,
+            modules,
+            files,
+        } => {
             let mut lines = Vec::new();
             for file in &files {
                 match chain::load(&read(file)?) {
                     Err(p) => lines.extend(located(file, &p)),
-                    Ok(c) => lines.extend(located(file, &check::check(&c, &hosts))),
+                    Ok(c) => {
+                        let platforms: Vec<chain::Platform> = if platform.is_empty() {
+                            c.platforms.clone()
+                        } else {
+                            platform.iter().map(|p| p.get()).collect()
+                        };
+                        let problems = check::for_platforms(&c, &platforms, modules.get());
+                        lines.extend(located(file, &problems));
+                    }
                 }
             }
             if lines.is_empty() {

@@ -372,12 +372,41 @@ fn check_exit_codes_suit_ci() {
     let (code, out, err) = palisade(&["check", "examples/chain.yaml", "kong/chain.yaml"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("examples/chain.yaml: ok"));
-    // Istio runs Envoy only: its JWKS authority is a Host header, not Kong's host:port.
-    let (code, out, err) = palisade(&["check", "--host", "envoy", "istio/chain.yaml"]);
-    assert_eq!(code, 0, "{out}{err}");
-    let (code, _, err) = palisade(&["check", "--host", "kong", "istio/chain.yaml"]);
+    // Istio runs Envoy only: its JWKS authority is a Host header, not Kong's
+    // host:port. The file's routes have istio sections, so by default it is
+    // checked for envoy and istio, never for kong.
+    for args in [
+        &["check", "istio/chain.yaml"][..],
+        &["check", "--platform", "envoy,istio", "istio/chain.yaml"],
+    ] {
+        let (code, out, err) = palisade(args);
+        assert_eq!(code, 0, "{args:?}: {out}{err}");
+    }
+    let (code, _, err) = palisade(&["check", "--platform", "kong", "istio/chain.yaml"]);
     assert_eq!(code, 1);
     assert!(err.contains("remote_jwks.authority"), "{err}");
+    // What `render` refuses, `check` refuses first: two routes ordering
+    // filters differently cannot be separate Envoy filters.
+    let dir = tempfile::tempdir().unwrap();
+    let orders = dir.path().join("orders.yaml");
+    std::fs::write(
+        &orders,
+        "version: 1\nupstreams: {b: 'http://127.0.0.1:1'}\nroutes:\n\
+         \x20 - {name: a, match: {prefix: /a/}, upstream: b, filters: [headers, errors]}\n\
+         \x20 - {name: c, match: {prefix: /c/}, upstream: b, filters: [errors, headers]}\n",
+    )
+    .unwrap();
+    let orders = orders.to_str().unwrap();
+    let (code, out, err) = palisade(&["check", orders]);
+    assert_eq!(
+        code, 0,
+        "palisade.wasm orders each route itself: {out}{err}"
+    );
+    let (code, _, err) = palisade(&["check", "--modules", "per-filter", orders]);
+    assert_eq!(code, 1);
+    assert!(err.contains("render envoy: routes a, c order"), "{err}");
+    let (code, _, _) = palisade(&["render", "envoy", "--modules", "per-filter", orders]);
+    assert_eq!(code, 1, "render refuses what check refused");
 
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.yaml");

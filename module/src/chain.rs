@@ -51,6 +51,37 @@ pub struct ChainFile {
     /// cache. The per-filter modules always publish.
     #[serde(default)]
     pub publish_decisions: bool,
+    /// Where this chain is deployed (`envoy`, `istio`, `kong`): what
+    /// `palisade check` validates for when not told. Default: `envoy`, plus
+    /// `istio` when a route has an `istio:` section.
+    pub platforms: Option<Vec<Platform>>,
+}
+
+/// A platform a chain is rendered for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Platform {
+    Envoy,
+    Istio,
+    Kong,
+}
+
+impl Platform {
+    pub fn name(self) -> &'static str {
+        match self {
+            Platform::Envoy => "envoy",
+            Platform::Istio => "istio",
+            Platform::Kong => "kong",
+        }
+    }
+
+    /// The proxy the controls run in there (Istio runs Envoy).
+    pub fn host(self) -> palisade_core::HostKind {
+        match self {
+            Platform::Envoy | Platform::Istio => palisade_core::HostKind::Envoy,
+            Platform::Kong => palisade_core::HostKind::Kong,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -163,6 +194,8 @@ pub struct Route {
 pub struct Chain {
     /// See [`ChainFile::publish_decisions`].
     pub publish_decisions: bool,
+    /// See [`ChainFile::platforms`]; the default already applied.
+    pub platforms: Vec<Platform>,
     pub upstreams: BTreeMap<String, Upstream>,
     /// Shared configs (every one, used or not: all are checked).
     pub shared: Vec<(&'static Filter, Value)>,
@@ -348,6 +381,12 @@ pub fn resolve(file: &ChainFile) -> Result<Chain, Vec<Problem>> {
             ),
         ));
     }
+    if file.platforms.as_ref().is_some_and(Vec::is_empty) {
+        problems.push(problem(
+            "platforms",
+            "must list at least one of envoy, istio, kong (or leave it out)",
+        ));
+    }
 
     let mut upstreams = BTreeMap::new();
     for (name, url) in &file.upstreams {
@@ -473,8 +512,24 @@ pub fn resolve(file: &ChainFile) -> Result<Chain, Vec<Problem>> {
     }
 
     if problems.is_empty() {
+        let platforms = match &file.platforms {
+            Some(listed) => {
+                let mut p = listed.clone();
+                p.sort();
+                p.dedup();
+                p
+            }
+            None => {
+                let mut p = vec![Platform::Envoy];
+                if routes.iter().any(|r| r.istio.is_some()) {
+                    p.push(Platform::Istio);
+                }
+                p
+            }
+        };
         Ok(Chain {
             publish_decisions: file.publish_decisions,
+            platforms,
             upstreams,
             shared,
             routes,

@@ -6,8 +6,8 @@
 //!
 //! - filter JSON: the filter's own `check_config` (what `palisade check` and the
 //!   filter's `configure` run), for Envoy, or for Kong under a Kong heading;
-//! - chain files: `palisade check`'s load and check, on Envoy and Kong (its
-//!   default `--host all`);
+//! - chain files: `palisade check`'s load and check, on both Envoy and Kong
+//!   (stricter than its default, the file's own platforms);
 //! - whole Envoy bootstraps: the real Envoy 1.40 in `--mode validate`, which
 //!   builds every listener and filter and runs each wasm filter's `on_configure`;
 //! - Envoy fragments (filter entries, an HCM, `stats_config`, clusters): placed
