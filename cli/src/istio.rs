@@ -405,6 +405,16 @@ fn envoy_filter(route: &Route, options: &Options) -> Result<Doc, String> {
 
 /// Multi-document YAML with a comment above each resource.
 pub fn render(chain: &Chain, options: &Options) -> Result<String, String> {
+    if options.modules == Modules::PerFilter
+        && options.kind != Kind::EnvoyFilter
+        && !options.url.contains("{filter}")
+    {
+        return Err(format!(
+            "--url {:?} has no {{filter}}: every control would load the same image; \
+             write where each one is, for example oci://<registry>/palisade/{{filter}}:<tag>",
+            options.url
+        ));
+    }
     let mut docs = Vec::new();
     if options.modules == Modules::Single {
         for routes in by_target(chain)? {

@@ -92,12 +92,18 @@ enum Target {
         file: PathBuf,
         #[arg(long, value_enum, default_value = "wasm-plugin")]
         kind: IstioKind,
-        /// Module URL; {filter} becomes `palisade` (per filter: the filter name).
-        #[arg(long, default_value = istio::DEFAULT_URL)]
-        url: String,
-        /// Pin sha256 from this dist/ (OCI manifest digests for oci:// URLs, module digests otherwise).
+        /// Where your registry serves the module (required, except for
+        /// envoy-filter); {filter} becomes `palisade` (per filter: the filter
+        /// name, and then required in the URL).
         #[arg(long)]
+        url: Option<String>,
+        /// Pin sha256 from this dist/ (OCI manifest digests for oci:// URLs,
+        /// module digests otherwise); default: ./dist when it holds them.
+        #[arg(long, conflicts_with = "no_pin")]
         pin_from: Option<PathBuf>,
+        /// No sha256, even when ./dist holds the images (examples, tests).
+        #[arg(long)]
+        no_pin: bool,
         /// envoy-filter: directory of palisade.wasm (palisade_<name>.wasm) inside the proxy.
         #[arg(long, default_value = istio::DEFAULT_WASM_DIR)]
         wasm_dir: String,
@@ -297,17 +303,60 @@ fn run(command: Command) -> Result<(), Failure> {
                 kind,
                 url,
                 pin_from,
+                no_pin,
                 wasm_dir,
                 modules,
                 output,
             } => {
                 let chain = load_checked(&file, &[HostKind::Envoy])?;
+                let kind = match kind {
+                    IstioKind::WasmPlugin => istio::Kind::WasmPlugin,
+                    IstioKind::TrafficExtension => istio::Kind::TrafficExtension,
+                    IstioKind::EnvoyFilter => istio::Kind::EnvoyFilter,
+                };
+                let url = match (url, kind) {
+                    (Some(url), _) => url,
+                    (None, istio::Kind::EnvoyFilter) => istio::DEFAULT_URL.to_string(),
+                    (None, _) => {
+                        return Err(Failure::Usage(
+                            "render istio needs --url: where your registry serves the module \
+                             (for example 'oci://ghcr.io/acme/palisade/{filter}:0.1.0' after \
+                             `make oci` and a push)"
+                                .into(),
+                        ))
+                    }
+                };
+                let pin_from = pin_from.or_else(|| {
+                    if no_pin {
+                        return None;
+                    }
+                    let dist = PathBuf::from("dist");
+                    let has = |name: &str| {
+                        if url.starts_with("oci://") {
+                            dist.join("oci").join(name).join("index.json").is_file()
+                        } else {
+                            dist.join(envoy::module_file(name)).is_file()
+                        }
+                    };
+                    let needed = match modules.get() {
+                        envoy::Modules::Single => vec![envoy::MODULE],
+                        envoy::Modules::PerFilter => chain
+                            .routes
+                            .iter()
+                            .flat_map(|r| r.filters.iter().map(|u| u.filter.name))
+                            .collect(),
+                    };
+                    (kind != istio::Kind::EnvoyFilter && needed.iter().all(|n| has(n)))
+                        .then_some(dist)
+                });
+                if pin_from.is_none() && kind != istio::Kind::EnvoyFilter && !no_pin {
+                    eprintln!(
+                        "palisade: no sha256 in the resources: no images in ./dist for this URL \
+                         (`make oci`, or --pin-from DIR)"
+                    );
+                }
                 let options = istio::Options {
-                    kind: match kind {
-                        IstioKind::WasmPlugin => istio::Kind::WasmPlugin,
-                        IstioKind::TrafficExtension => istio::Kind::TrafficExtension,
-                        IstioKind::EnvoyFilter => istio::Kind::EnvoyFilter,
-                    },
+                    kind,
                     url,
                     pin_from,
                     wasm_dir,

@@ -72,7 +72,8 @@ fn committed_istio_and_kong_files_are_rendered_from_their_chains() {
                 istio::render(&gateway, &options).unwrap(),
                 "{file} {}",
                 regenerate(&format!(
-                    "render istio istio/chain.yaml{flag}{kind_flag} -o {file}"
+                    "render istio istio/chain.yaml --url '{}' --no-pin{flag}{kind_flag} -o {file}",
+                    istio::DEFAULT_URL
                 ))
             );
         }
@@ -407,6 +408,44 @@ fn check_exit_codes_suit_ci() {
     assert!(err.contains("render envoy: routes a, c order"), "{err}");
     let (code, _, _) = palisade(&["render", "envoy", "--modules", "per-filter", orders]);
     assert_eq!(code, 1, "render refuses what check refused");
+}
+
+#[test]
+fn render_istio_needs_a_real_url_and_a_per_filter_url_names_each_filter() {
+    let (code, _, err) = palisade(&["render", "istio", "istio/chain.yaml"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("needs --url"), "{err}");
+    let (code, out, err) = palisade(&[
+        "render",
+        "istio",
+        "istio/chain.yaml",
+        "--no-pin",
+        "--url",
+        "oci://r.example/palisade:1",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("url: oci://r.example/palisade:1"), "{out}");
+    let (code, _, err) = palisade(&[
+        "render",
+        "istio",
+        "istio/chain.yaml",
+        "--modules",
+        "per-filter",
+        "--no-pin",
+        "--url",
+        "oci://r.example/palisade:1",
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("has no {filter}"), "{err}");
+    // The EnvoyFilter form loads the module from the proxy's disk: no URL.
+    let (code, _, err) = palisade(&[
+        "render",
+        "istio",
+        "istio/chain.yaml",
+        "--kind",
+        "envoy-filter",
+    ]);
+    assert_eq!(code, 0, "{err}");
 
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.yaml");
