@@ -196,6 +196,19 @@ pub fn settings(chain: &Chain) -> Vec<Setting> {
 /// The declarative config as YAML, with a header giving the `kong.conf`
 /// lines the chain needs.
 pub fn render_text(chain: &Chain, form: Form, modules: Modules) -> Result<String, String> {
+    // Kong 3.9's filter plugins all have one priority: their order is not
+    // the chain's. One palisade plugin runs the order itself.
+    if form == Form::Plugins && modules == Modules::PerFilter {
+        if let Some(r) = chain.routes.iter().find(|r| r.filters.len() > 1) {
+            return Err(format!(
+                "route {:?} chains {} filters, and Kong's plugins form does not keep their \
+                 order (every filter plugin has the same priority): render the single module \
+                 (palisade.wasm keeps the order) or --form filter-chains",
+                r.name,
+                r.filters.len()
+            ));
+        }
+    }
     let mut out = String::from(match modules {
         Modules::Single => {
             "# Kong declarative config rendered by `palisade render kong` from a chain file.\n\
@@ -214,12 +227,6 @@ pub fn render_text(chain: &Chain, form: Form, modules: Modules) -> Result<String
     });
     for s in settings(chain) {
         out.push_str(&format!("#   {} = {}    # {}\n", s.key, s.value, s.why));
-    }
-    if form == Form::Plugins && modules == Modules::PerFilter {
-        out.push_str(
-            "# Kong 3.9 plugins form: every filter plugin has the same priority, so Kong does\n\
-             # not run them in the chain's order; use filter_chains when the order matters.\n",
-        );
     }
     out.push_str(&crate::to_yaml(&render(chain, form, modules))?);
     Ok(out)
@@ -319,5 +326,33 @@ routes:
         assert_eq!(get("nginx_http_wasm_response_body_buffers"), None);
         let text = render_text(&c, Form::FilterChains, Modules::Single).unwrap();
         assert!(text.contains("#   nginx_http_client_body_buffer_size = 64k"));
+    }
+
+    #[test]
+    fn the_plugins_form_keeps_the_order_or_refuses() {
+        let c = chain::load(
+            "
+version: 1
+upstreams: {backend: 'http://127.0.0.1:8080'}
+routes:
+  - {name: api, match: {prefix: /api/}, upstream: backend, filters: [errors, headers]}
+  - {name: one, match: {prefix: /one/}, upstream: backend, filters: [headers]}
+",
+        )
+        .unwrap();
+        let err = render_text(&c, Form::Plugins, Modules::PerFilter).unwrap_err();
+        assert!(err.contains("route \"api\" chains 2 filters"), "{err}");
+        let single = render_text(&c, Form::Plugins, Modules::Single).unwrap();
+        assert!(single.contains("name: palisade"), "{single}");
+        let c = chain::load(
+            "
+version: 1
+upstreams: {backend: 'http://127.0.0.1:8080'}
+routes:
+  - {name: one, match: {prefix: /one/}, upstream: backend, filters: [headers]}
+",
+        )
+        .unwrap();
+        assert!(render_text(&c, Form::Plugins, Modules::PerFilter).is_ok());
     }
 }

@@ -147,7 +147,6 @@ fn examples_and_chains() -> (Vec<Example>, Vec<ChainExample>) {
         "kong/kong.yml",
         "kong/kong-3.9-plugins.yml",
         "kong/per-filter/kong.yml",
-        "kong/per-filter/kong-3.9-plugins.yml",
     ] {
         let d: Value =
             serde_norway::from_str(&std::fs::read_to_string(root.join(file)).unwrap()).unwrap();
