@@ -11,13 +11,7 @@ use serde_json::Value;
 /// filter config on the proxy those platforms run (Kong-only refusals only
 /// when Kong is one of them), then each platform's own render checks.
 pub fn for_platforms(chain: &Chain, platforms: &[Platform], modules: Modules) -> Vec<Problem> {
-    let mut hosts: Vec<HostKind> = Vec::new();
-    for p in platforms {
-        if !hosts.contains(&p.host()) {
-            hosts.push(p.host());
-        }
-    }
-    let mut problems = check(chain, &hosts);
+    let mut problems = check(chain, &hosts(platforms));
     for &platform in platforms {
         let rendered = match platform {
             Platform::Envoy => crate::envoy::render_text(
@@ -51,6 +45,17 @@ pub fn for_platforms(chain: &Chain, platforms: &[Platform], modules: Modules) ->
         }
     }
     problems
+}
+
+/// The proxies `platforms` run, each once.
+pub fn hosts(platforms: &[Platform]) -> Vec<HostKind> {
+    let mut hosts: Vec<HostKind> = Vec::new();
+    for p in platforms {
+        if !hosts.contains(&p.host()) {
+            hosts.push(p.host());
+        }
+    }
+    hosts
 }
 
 /// Checks each distinct config once (shared ones under `filters.<name>`,
@@ -102,6 +107,95 @@ pub fn check(chain: &Chain, hosts: &[HostKind]) -> Vec<Problem> {
         }
     }
     problems
+}
+
+/// The line (1-based) of a chain file where problem `at` was written,
+/// found by walking the YAML's block indentation: `routes[1] (admin).filters.
+/// headers.request.allowed_methods[1]` is the `allowed_methods` line inside
+/// the `headers` entry of the second route. What is written inline (flow
+/// style, JSON) gets the line of the nearest enclosing entry; `None` when not
+/// even the first key is found.
+pub fn line_of(text: &str, at: &str) -> Option<usize> {
+    let lines: Vec<&str> = text.lines().collect();
+    let indent = |i: usize| lines[i].len() - lines[i].trim_start().len();
+    let content = |i: usize| {
+        let t = lines[i].trim_start();
+        !t.is_empty() && !t.starts_with('#')
+    };
+    let dash = |i: usize| lines[i].trim_start().starts_with("- ") || lines[i].trim() == "-";
+    // The lines after `line` that belong to it: deeper than it.
+    let end_of = |line: usize| {
+        (line + 1..lines.len())
+            .find(|&i| content(i) && indent(i) <= indent(line))
+            .unwrap_or(lines.len())
+    };
+    // A block: lines [from, to); `item` when line `from` is a list item
+    // whose own mapping starts after its dash.
+    let (mut from, mut to, mut item) = (0, lines.len(), false);
+    let mut found = None;
+    for key in path_keys(at) {
+        // Where the block's direct children sit.
+        let child = |i: usize| {
+            if item && i == from {
+                indent(i) + 2
+            } else {
+                indent(i)
+            }
+        };
+        let Some(level) = (from..to).filter(|&i| content(i)).map(child).min() else {
+            break;
+        };
+        let at_level = |i: usize| content(i) && child(i) == level;
+        // An index selects a list item (its mapping begins on its line);
+        // a name selects a key, whose value is on the lines below it.
+        let by_index = matches!(key, Key::Index(_));
+        let hit = match key {
+            Key::Index(n) => (from..to)
+                .filter(|&i| at_level(i) && dash(i) && !(item && i == from))
+                .nth(n),
+            Key::Name(name) => (from..to).find(|&i| {
+                if !at_level(i) {
+                    return false;
+                }
+                let t = lines[i].trim_start();
+                let t = if dash(i) { t[1..].trim_start() } else { t };
+                t == name
+                    || t.strip_prefix(name.as_str())
+                        .is_some_and(|r| r.starts_with(':'))
+            }),
+        };
+        let Some(line) = hit else { break };
+        found = Some(line + 1);
+        item = by_index;
+        from = if item { line } else { line + 1 };
+        to = end_of(line);
+    }
+    found
+}
+
+enum Key {
+    Name(String),
+    Index(usize),
+}
+
+/// `routes[1] (admin).filters.headers.x[0]` -> routes, 1, filters, headers, x, 0.
+fn path_keys(at: &str) -> Vec<Key> {
+    let mut keys = Vec::new();
+    for part in at.split('.') {
+        let part = part.split(" (").next().unwrap_or(part);
+        let (name, mut rest) = part.split_at(part.find('[').unwrap_or(part.len()));
+        if !name.is_empty() {
+            keys.push(Key::Name(name.to_string()));
+        }
+        while let (Some(open), Some(close)) = (rest.find('['), rest.find(']')) {
+            match rest[open + 1..close].parse() {
+                Ok(n) => keys.push(Key::Index(n)),
+                Err(_) => return keys,
+            }
+            rest = &rest[close + 1..];
+        }
+    }
+    keys
 }
 
 #[cfg(test)]
@@ -220,6 +314,45 @@ routes:
             "routes[0] (a).filters.ratelimit.mode (on kong)"
         );
         assert!(chain::load(&text.replace("platforms: [envoy]", "platforms: []")).is_err());
+    }
+
+    #[test]
+    fn problems_point_at_their_line() {
+        let text = "version: 1
+upstreams: {b: 'http://127.0.0.1:1'}
+routes:
+  # The API.
+  - name: api
+    match: {prefix: /}
+    upstream: b
+    filters: [errors, headers]
+  - name: admin
+    match: {prefix: /admin/}
+    upstream: b
+    filters:
+      - errors
+      - headers:
+          request:
+            allowed_methods: [GET, GTE]
+filters:
+  errors: {scan_bytes: 0}
+";
+        for (at, line) in [
+            (
+                "routes[1] (admin).filters.headers.request.allowed_methods[1]",
+                Some(16),
+            ),
+            ("routes[1] (admin).filters.headers", Some(14)),
+            ("routes[1].upstream", Some(11)),
+            ("routes[0] (api).filters.headers", Some(8)),
+            ("routes[0]", Some(5)),
+            ("filters.errors.scan_bytes", Some(18)),
+            ("upstreams.b", Some(2)),
+            ("version", Some(1)),
+            ("nowhere.at.all", None),
+        ] {
+            assert_eq!(line_of(text, at), line, "{at}");
+        }
     }
 
     #[test]

@@ -204,11 +204,21 @@ fn read(path: &Path) -> Result<String, Failure> {
     std::fs::read_to_string(path).map_err(|e| Failure::Usage(format!("{}: {e}", path.display())))
 }
 
+/// `file:line: problem` (the line where the problem was written, when the
+/// file shows it), each problem once.
 fn located(file: &Path, problems: &[Problem]) -> Vec<String> {
-    problems
-        .iter()
-        .map(|p| format!("{}: {p}", file.display()))
-        .collect()
+    let text = std::fs::read_to_string(file).unwrap_or_default();
+    let mut out: Vec<String> = Vec::new();
+    for p in problems {
+        let line = match check::line_of(&text, &p.at) {
+            Some(n) => format!("{}:{n}: {p}", file.display()),
+            None => format!("{}: {p}", file.display()),
+        };
+        if !out.contains(&line) {
+            out.push(line);
+        }
+    }
+    out
 }
 
 /// Loads a chain and checks its configs on `hosts`: nothing is rendered
@@ -256,15 +266,23 @@ fn run(command: Command) -> Result<(), Failure> {
         } => {
             let mut lines = Vec::new();
             for file in &files {
-                match chain::load(&read(file)?) {
-                    Err(p) => lines.extend(located(file, &p)),
-                    Ok(c) => {
+                match chain::parse(&read(file)?) {
+                    Err(p) => lines.extend(located(file, &[p])),
+                    Ok(parsed) => {
+                        // Every problem at once: the chain's, and the
+                        // configs of whatever resolved; render checks only
+                        // for a chain that resolved whole.
+                        let (c, mut problems) = chain::resolve_all(&parsed);
                         let platforms: Vec<chain::Platform> = if platform.is_empty() {
                             c.platforms.clone()
                         } else {
                             platform.iter().map(|p| p.get()).collect()
                         };
-                        let problems = check::for_platforms(&c, &platforms, modules.get());
+                        if problems.is_empty() {
+                            problems = check::for_platforms(&c, &platforms, modules.get());
+                        } else {
+                            problems.extend(check::check(&c, &check::hosts(&platforms)));
+                        }
                         lines.extend(located(file, &problems));
                     }
                 }

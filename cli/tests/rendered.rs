@@ -367,6 +367,11 @@ fn the_example_renders_for_every_platform() {
     }
 }
 
+/// 1-based line of the first line containing `needle`.
+fn text_line(text: &str, needle: &str) -> usize {
+    text.lines().position(|l| l.contains(needle)).unwrap() + 1
+}
+
 fn palisade(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_palisade"))
         .args(args)
@@ -468,12 +473,54 @@ fn render_istio_needs_a_real_url_and_a_per_filter_url_names_each_filter() {
     std::fs::write(&bad, text).unwrap();
     let (code, _, err) = palisade(&["check", bad.to_str().unwrap()]);
     assert_eq!(code, 1, "{err}");
+    let line = text_line(
+        &committed("examples/chain.yaml"),
+        "allowed_methods: [GET, HEAD]",
+    );
     assert!(
-        err.contains(
-            "bad.yaml: routes[1] (admin).filters.headers.request.allowed_methods[1]: unknown method \"GTE\""
-        ),
+        err.contains(&format!(
+            "bad.yaml:{line}: routes[1] (admin).filters.headers.request.allowed_methods[1]: unknown method \"GTE\""
+        )),
         "{err}"
     );
+    // Every problem in one run, each once, each with its line: the chain's
+    // own (an unknown filter, a missing upstream) and the filters' configs.
+    let worse = dir.path().join("worse.yaml");
+    std::fs::write(
+        &worse,
+        committed("examples/chain.yaml")
+            .replace(
+                "allowed_methods: [GET, HEAD]",
+                "allowed_methods: [GET, GTE]",
+            )
+            .replace(
+                "      - errors\n      - headers:\n          request:",
+                "      - errorz\n      - headers:\n          request:",
+            ),
+    )
+    .unwrap();
+    let (code, _, err) = palisade(&["check", worse.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 2, "{err}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("unknown filter \"errorz\"")),
+        "{err}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("unknown method \"GTE\"")),
+        "{err}"
+    );
+    assert!(
+        lines.iter().all(|l| l
+            .split(':')
+            .nth(1)
+            .is_some_and(|n| n.parse::<u32>().is_ok())),
+        "{err}"
+    );
+    assert!(!err.contains("u64") && !err.contains("struct "), "{err}");
     // Kong-only refusals are reported with the host.
     let (code, _, err) = palisade(&["render", "kong", bad.to_str().unwrap()]);
     assert_eq!(code, 1, "{err}");

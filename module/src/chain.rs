@@ -371,6 +371,18 @@ fn check_path(value: &str) -> Result<(), String> {
 
 /// Checks every reference and builds the routes' filter lists.
 pub fn resolve(file: &ChainFile) -> Result<Chain, Vec<Problem>> {
+    let (chain, problems) = resolve_all(file);
+    if problems.is_empty() {
+        Ok(chain)
+    } else {
+        Err(problems)
+    }
+}
+
+/// Everything that resolves, with every problem found: `palisade check`
+/// then also checks the filter configs of a chain that has other problems,
+/// so one run reports them all.
+pub fn resolve_all(file: &ChainFile) -> (Chain, Vec<Problem>) {
     let mut problems = Vec::new();
     if file.version != 1 {
         problems.push(problem(
@@ -473,6 +485,8 @@ pub fn resolve(file: &ChainFile) -> Result<Chain, Vec<Problem>> {
             };
             let filter = match known_filter(&name, &fat) {
                 Ok(f) => f,
+                // Already reported where it is configured, under `filters`.
+                Err(_) if file.filters.contains_key(&name) => continue,
                 Err(p) => {
                     problems.push(p);
                     continue;
@@ -511,32 +525,29 @@ pub fn resolve(file: &ChainFile) -> Result<Chain, Vec<Problem>> {
         });
     }
 
-    if problems.is_empty() {
-        let platforms = match &file.platforms {
-            Some(listed) => {
-                let mut p = listed.clone();
-                p.sort();
-                p.dedup();
-                p
+    let platforms = match &file.platforms {
+        Some(listed) => {
+            let mut p = listed.clone();
+            p.sort();
+            p.dedup();
+            p
+        }
+        None => {
+            let mut p = vec![Platform::Envoy];
+            if routes.iter().any(|r| r.istio.is_some()) {
+                p.push(Platform::Istio);
             }
-            None => {
-                let mut p = vec![Platform::Envoy];
-                if routes.iter().any(|r| r.istio.is_some()) {
-                    p.push(Platform::Istio);
-                }
-                p
-            }
-        };
-        Ok(Chain {
-            publish_decisions: file.publish_decisions,
-            platforms,
-            upstreams,
-            shared,
-            routes,
-        })
-    } else {
-        Err(problems)
-    }
+            p
+        }
+    };
+    let chain = Chain {
+        publish_decisions: file.publish_decisions,
+        platforms,
+        upstreams,
+        shared,
+        routes,
+    };
+    (chain, problems)
 }
 
 impl Chain {
