@@ -293,7 +293,7 @@ routes:
         let text = "
 version: 1
 platforms: [envoy]
-upstreams: {b: 'http://127.0.0.1:1'}
+upstreams: {b: 'http://127.0.0.1:1', rls: 'http://127.0.0.1:2'}
 routes:
   - name: a
     match: {prefix: /}
@@ -360,7 +360,7 @@ filters:
         let c = chain(
             "
 version: 1
-upstreams: {b: 'http://127.0.0.1:1'}
+upstreams: {b: 'http://127.0.0.1:1', rls: 'http://127.0.0.1:2'}
 routes:
   - name: a
     match: {prefix: /}

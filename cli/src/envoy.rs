@@ -32,7 +32,7 @@
 //! ratelimit, schema). Two routes ordering the same two filters differently
 //! cannot share one list and are refused.
 
-use crate::chain::{Chain, Origin, Route, Use};
+use crate::chain::{Chain, Origin, Route, Upstream, Use};
 use crate::registry::Filter;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
@@ -87,16 +87,16 @@ pub fn module_file(name: &str) -> String {
 }
 
 /// `palisade.wasm`'s configuration for `routes` of `chain`: the chain file's
-/// JSON form (`version`, the upstreams and shared configs these routes use,
+/// JSON form (`version`, every upstream, the shared configs these routes use,
 /// the routes with `name`, `match`, `upstream` and their ordered `filters`;
 /// a filter with the shared config by name, a route's own as `{name: config}`).
 /// The routes' `istio` sections stay out: only renderers read them.
 pub fn module_config(chain: &Chain, routes: &[&Route]) -> Value {
+    // Every upstream: the routes' and the services their controls call,
+    // which the module checks are declared.
     let mut upstreams = serde_json::Map::new();
     for (name, u) in &chain.upstreams {
-        if routes.iter().any(|r| &r.upstream == name) {
-            upstreams.insert(name.clone(), json!(u.url));
-        }
+        upstreams.insert(name.clone(), json!(u.url));
     }
     let mut shared = serde_json::Map::new();
     for (f, config) in &chain.shared {
@@ -309,6 +309,46 @@ fn socket(addr: &str) -> Result<Value, String> {
     Ok(json!({"socket_address": {"address": host, "port_value": port}}))
 }
 
+/// An upstream as an Envoy cluster: TLS with the server name checked
+/// against the certificate for `https://`, HTTP/2 for gRPC services.
+pub fn cluster(name: &str, u: &Upstream) -> Value {
+    let mut c = json!({
+        "name": name,
+        "type": if is_ip(&u.host) { "STATIC" } else { "STRICT_DNS" },
+        "connect_timeout": "5s",
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address":
+                {"socket_address": {"address": u.host, "port_value": u.port}}}}]}],
+        },
+    });
+    if let Some(tls) = &u.tls {
+        c["transport_socket"] = json!({
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                "sni": tls.sni,
+                "common_tls_context": {"validation_context": {
+                    "trusted_ca": {"filename": tls.ca},
+                    // Without it Envoy checks the chain, not whose certificate it is.
+                    "match_typed_subject_alt_names": [
+                        {"san_type": "DNS", "matcher": {"exact": tls.sni}}
+                    ],
+                }},
+            },
+        });
+    }
+    if u.http2 {
+        c["typed_extension_protocol_options"] = json!({
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
+        });
+    }
+    c
+}
+
 fn is_ip(host: &str) -> bool {
     host.parse::<std::net::IpAddr>().is_ok()
 }
@@ -459,23 +499,8 @@ pub fn render(chain: &Chain, options: &Options) -> Result<Value, String> {
         }
         routes.push(unrouted);
     }
-    let clusters: Vec<Value> = chain
-        .upstreams
-        .iter()
-        .filter(|(name, _)| chain.routes.iter().any(|r| &r.upstream == *name))
-        .map(|(name, u)| {
-            json!({
-                "name": name,
-                "type": if is_ip(&u.host) { "STATIC" } else { "STRICT_DNS" },
-                "connect_timeout": "5s",
-                "load_assignment": {
-                    "cluster_name": name,
-                    "endpoints": [{"lb_endpoints": [{"endpoint": {"address":
-                        {"socket_address": {"address": u.host, "port_value": u.port}}}}]}],
-                },
-            })
-        })
-        .collect();
+    // Every upstream, whether a route or a control (JWKS, RLS) uses it.
+    let clusters: Vec<Value> = chain.upstreams.iter().map(|(n, u)| cluster(n, u)).collect();
     Ok(json!({
         "admin": {"address": socket(&options.admin)?},
         // V8 compiles the whole module when it loads and frees most of what
@@ -531,6 +556,58 @@ mod tests {
 
     fn chain(text: &str) -> Chain {
         chain::load(text).unwrap()
+    }
+
+    #[test]
+    fn every_upstream_is_a_cluster_with_tls_checked_and_http2_for_grpc() {
+        let c = chain(
+            "
+version: 1
+upstreams:
+  b: 'http://127.0.0.1:8080'
+  idp: {url: 'https://127.0.0.1:9443', sni: idp.test, ca: /etc/idp/ca.pem}
+  rls: 'http://rls.internal:8081'
+  spare: https://spare.example.com
+routes:
+  - name: api
+    match: {prefix: /}
+    upstream: b
+    filters:
+      - ratelimit: {mode: global, global: {cluster: rls, domain: d}, limits: [{name: a, key: [], requests: 1, per_s: 1}]}
+      - jwt: {providers: {corp: {remote_jwks: {cluster: idp, path: /jwks, authority: idp.test}}}, requires: {provider: corp}}
+",
+        );
+        let boot = render(&c, &Options::default()).unwrap();
+        let clusters = boot["static_resources"]["clusters"].as_array().unwrap();
+        let names: Vec<&str> = clusters.iter().filter_map(|c| c["name"].as_str()).collect();
+        assert_eq!(
+            names,
+            ["b", "idp", "rls", "spare"],
+            "every upstream, used or not"
+        );
+        let by = |n: &str| clusters.iter().find(|c| c["name"] == n).unwrap();
+        let tls = &by("idp")["transport_socket"]["typed_config"];
+        assert_eq!(tls["sni"], "idp.test");
+        let v = &tls["common_tls_context"]["validation_context"];
+        assert_eq!(v["trusted_ca"]["filename"], "/etc/idp/ca.pem");
+        assert_eq!(
+            v["match_typed_subject_alt_names"][0]["matcher"]["exact"],
+            "idp.test"
+        );
+        assert_eq!(by("idp")["type"], "STATIC");
+        let spare = &by("spare")["transport_socket"]["typed_config"];
+        assert_eq!(spare["sni"], "spare.example.com");
+        assert_eq!(
+            spare["common_tls_context"]["validation_context"]["trusted_ca"]["filename"],
+            chain::SYSTEM_CA
+        );
+        assert_eq!(by("spare")["type"], "STRICT_DNS");
+        assert!(by("b").get("transport_socket").is_none());
+        assert!(
+            by("rls")["typed_extension_protocol_options"].is_object(),
+            "gRPC: HTTP/2"
+        );
+        assert!(by("idp").get("typed_extension_protocol_options").is_none());
     }
 
     fn per_filter() -> Options {

@@ -34,7 +34,7 @@
 //! `palisade render envoy` (flag included), inserted in chain order right
 //! before the router.
 
-use crate::chain::{Chain, IstioTarget, Route, Use};
+use crate::chain::{service_refs, Chain, IstioTarget, Route, Upstream, Use};
 use crate::envoy::{Modules, MODULE};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -404,7 +404,111 @@ fn envoy_filter(route: &Route, options: &Options) -> Result<Doc, String> {
 }
 
 /// Multi-document YAML with a comment above each resource.
+/// Istio's name for the sidecar cluster of `host:port`.
+pub fn mesh_cluster(u: &Upstream) -> String {
+    format!("outbound|{}||{}", u.port, u.host)
+}
+
+/// Whether a host is a Kubernetes service the mesh already knows.
+fn in_mesh(host: &str) -> bool {
+    host.ends_with(".svc.cluster.local") || host.ends_with(".svc")
+}
+
+/// The chain as a sidecar runs it: every service a control calls is named
+/// by Istio's cluster for it (`outbound|443||idp.example.com`), in the
+/// configs and in `upstreams`; and those services.
+pub fn for_mesh(chain: &Chain) -> (Chain, Vec<(String, Upstream)>) {
+    let mut mesh = chain.clone();
+    let mut called: Vec<(String, Upstream)> = Vec::new();
+    let configs = mesh.shared.iter_mut().map(|(f, c)| (f.name, c)).chain(
+        mesh.routes
+            .iter_mut()
+            .flat_map(|r| r.filters.iter_mut().map(|u| (u.filter.name, &mut u.config))),
+    );
+    for (filter, config) in configs {
+        for (field, name, _) in service_refs(filter, config) {
+            let Some(u) = chain.upstreams.get(&name) else {
+                continue;
+            };
+            let cluster = mesh_cluster(u);
+            let mut at = &mut *config;
+            for key in field.split('.') {
+                at = &mut at[key];
+            }
+            *at = json!(cluster);
+            if !called.iter().any(|(n, _)| *n == name) {
+                called.push((name, u.clone()));
+            }
+        }
+    }
+    for (name, u) in &called {
+        if let Some(up) = mesh.upstreams.remove(name) {
+            mesh.upstreams.insert(mesh_cluster(u), up);
+        }
+        for r in &mut mesh.routes {
+            if r.upstream == *name {
+                r.upstream = mesh_cluster(u);
+            }
+        }
+    }
+    (mesh, called)
+}
+
+/// What a sidecar needs to call a service outside the mesh: a
+/// ServiceEntry, and for `https://` a DestinationRule that originates TLS
+/// (the module speaks plain HTTP to the sidecar's cluster).
+fn egress(name: &str, u: &Upstream) -> Vec<Doc> {
+    if in_mesh(&u.host) {
+        return Vec::new();
+    }
+    let meta = json!({"name": format!("palisade-{name}"), "namespace": "istio-system"});
+    let mut docs = vec![Doc {
+        comment: vec![format!(
+            "Lets every sidecar reach {name} ({}), which a Palisade control calls as \
+             cluster {}.",
+            u.url,
+            mesh_cluster(u)
+        )],
+        body: json!({
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "ServiceEntry",
+            "metadata": meta,
+            "spec": {
+                "hosts": [u.host],
+                "location": "MESH_EXTERNAL",
+                "resolution": "DNS",
+                "ports": [{"number": u.port, "name": format!("http-{name}"), "protocol": "HTTP"}],
+            },
+        }),
+    }];
+    if let Some(tls) = &u.tls {
+        docs.push(Doc {
+            comment: vec![format!(
+                "TLS to {name}: the sidecar originates it, checks the certificate against \
+                 {} and sends SNI {}.",
+                tls.ca, tls.sni
+            )],
+            body: json!({
+                "apiVersion": "networking.istio.io/v1",
+                "kind": "DestinationRule",
+                "metadata": meta,
+                "spec": {
+                    "host": u.host,
+                    "trafficPolicy": {"portLevelSettings": [{
+                        "port": {"number": u.port},
+                        "tls": {"mode": "SIMPLE", "sni": tls.sni, "caCertificates": tls.ca,
+                                "subjectAltNames": [tls.sni]},
+                    }]},
+                },
+            }),
+        });
+    }
+    docs
+}
+
 pub fn render(chain: &Chain, options: &Options) -> Result<String, String> {
+    let (mesh, called) = for_mesh(chain);
+    let chain = &mesh;
     if options.modules == Modules::PerFilter
         && options.kind != Kind::EnvoyFilter
         && !options.url.contains("{filter}")
@@ -452,6 +556,9 @@ pub fn render(chain: &Chain, options: &Options) -> Result<String, String> {
              (istio.selector) or gateways (istio.targetRefs), not to routes",
             skipped.join(", ")
         ));
+    }
+    for (name, u) in &called {
+        docs.extend(egress(name, u));
     }
     let mut out = String::from(
         "# Palisade for Istio, rendered by `palisade render istio` from a chain file.\n\

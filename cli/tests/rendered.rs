@@ -181,8 +181,18 @@ fn istio_renders_palisade_wasm_once_per_target_with_its_routes() {
     assert_eq!(routes.len(), 2);
     // The gateway chain fails closed: jwt and schema must not be skipped.
     let gateway = yaml_docs(&committed("istio/wasmplugins.yaml"));
-    assert_eq!(gateway.len(), 1);
+    let kinds: Vec<&str> = gateway.iter().filter_map(|d| d["kind"].as_str()).collect();
+    assert_eq!(kinds, ["WasmPlugin", "ServiceEntry", "DestinationRule"]);
     assert_eq!(gateway[0]["spec"]["failStrategy"], "FAIL_CLOSE");
+    // The key server jwt calls, as the sidecar names and reaches it.
+    let jwks =
+        &gateway[0]["spec"]["pluginConfig"]["filters"]["jwt"]["providers"]["idp"]["remote_jwks"];
+    assert_eq!(jwks["cluster"], "outbound|443||idp.example.com");
+    assert_eq!(gateway[1]["spec"]["hosts"][0], "idp.example.com");
+    assert_eq!(gateway[1]["spec"]["ports"][0]["number"], 443);
+    let tls = &gateway[2]["spec"]["trafficPolicy"]["portLevelSettings"][0]["tls"];
+    assert_eq!(tls["mode"], "SIMPLE");
+    assert_eq!(tls["subjectAltNames"][0], "idp.example.com");
 }
 
 fn phase_rank(phase: &str) -> u8 {

@@ -100,7 +100,11 @@ fn examples_and_chains() -> (Vec<Example>, Vec<ChainExample>) {
         "istio/per-filter/wasmplugins.yaml",
         "istio/per-filter/trafficextensions.yaml",
     ] {
-        for d in yaml_docs(file) {
+        // The plugins; ServiceEntries and DestinationRules carry no config.
+        for d in yaml_docs(file)
+            .into_iter()
+            .filter(|d| d["kind"] == "WasmPlugin" || d["kind"] == "TrafficExtension")
+        {
             let spec = &d["spec"];
             let wasm = if spec.get("wasm").is_some() {
                 &spec["wasm"]
@@ -124,6 +128,7 @@ fn examples_and_chains() -> (Vec<Example>, Vec<ChainExample>) {
     for d in yaml_docs("istio/envoyfilter.yaml")
         .into_iter()
         .chain(yaml_docs("istio/per-filter/envoyfilter.yaml"))
+        .filter(|d| d["kind"] == "EnvoyFilter")
     {
         for patch in d["spec"]["configPatches"].as_array().unwrap() {
             let plugin = &patch["patch"]["value"]["typed_config"]["config"];

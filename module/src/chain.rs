@@ -36,9 +36,12 @@ use std::fmt;
 pub struct ChainFile {
     /// Format version; only 1 exists.
     pub version: u32,
-    /// Upstream name → `http://host:port` (an Envoy cluster, a Kong service).
+    /// Services by name: the routes' upstreams and what controls call (a
+    /// JWKS server, the rate-limit service), each an Envoy cluster and a
+    /// Kong service. `http://host:port`, `https://host[:port]`, or
+    /// `{url, ca, sni, http2}`.
     #[serde(default)]
-    pub upstreams: BTreeMap<String, String>,
+    pub upstreams: BTreeMap<String, UpstreamSpec>,
     /// Shared filter configs, by filter name.
     #[serde(default)]
     pub filters: BTreeMap<String, Value>,
@@ -100,6 +103,32 @@ pub struct RouteSpec {
     /// workloads or gateways, not to routes.
     #[serde(default)]
     pub istio: Option<IstioTarget>,
+}
+
+/// An upstream: its URL, or the URL with its TLS and protocol settings.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum UpstreamSpec {
+    Url(String),
+    Full(UpstreamDetails),
+}
+
+/// `https://` settings, and HTTP/2 for gRPC services.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamDetails {
+    /// `http://host:port` or `https://host[:port]` (443 by default).
+    pub url: String,
+    /// CA bundle (PEM file on the proxy) the server's certificate must
+    /// chain to; default the system bundle (`/etc/ssl/certs/ca-certificates.crt`).
+    pub ca: Option<String>,
+    /// Server name sent (SNI) and required in the certificate's SANs;
+    /// default the URL's host.
+    pub sni: Option<String>,
+    /// Speak HTTP/2 to it (gRPC: the rate-limit service). Default false,
+    /// true for a service `ratelimit`'s `global.cluster` names.
+    #[serde(default)]
+    pub http2: bool,
 }
 
 /// A path prefix or an exact path, as Envoy and Kong route on them.
@@ -202,12 +231,54 @@ pub struct Chain {
     pub routes: Vec<Route>,
 }
 
-/// `http://host:port`, split.
+/// An upstream, split and checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upstream {
     pub url: String,
     pub host: String,
     pub port: u16,
+    /// Set for `https://`.
+    pub tls: Option<Tls>,
+    /// Asked for, or needed by a control calling it over gRPC.
+    pub http2: bool,
+}
+
+/// How the proxy checks an `https://` upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tls {
+    pub sni: String,
+    /// PEM file on the proxy.
+    pub ca: String,
+}
+
+/// The CA bundle of Debian, Ubuntu and the Envoy images.
+pub const SYSTEM_CA: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// The upstreams a control calls, from its config: `(field path, name)`.
+/// `palisade check` refuses a name `upstreams` lacks; `render` makes each a
+/// cluster (HTTP/2 for gRPC).
+pub fn service_refs(filter: &str, config: &Value) -> Vec<(String, String, bool)> {
+    let mut refs = Vec::new();
+    match filter {
+        "jwt" => {
+            for (name, p) in config["providers"].as_object().into_iter().flatten() {
+                if let Some(c) = p["remote_jwks"]["cluster"].as_str() {
+                    refs.push((
+                        format!("providers.{name}.remote_jwks.cluster"),
+                        c.to_string(),
+                        false,
+                    ));
+                }
+            }
+        }
+        "ratelimit" => {
+            if let Some(c) = config["global"]["cluster"].as_str() {
+                refs.push(("global.cluster".to_string(), c.to_string(), true));
+            }
+        }
+        _ => {}
+    }
+    refs
 }
 
 /// Parses a chain file's text (YAML, of which JSON is a subset).
@@ -335,24 +406,66 @@ fn check_route_name(name: &str) -> Result<(), String> {
     }
 }
 
-fn parse_upstream(url: &str) -> Result<Upstream, String> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("{url:?}: expected http://host:port"))?;
+fn parse_upstream(spec: &UpstreamSpec) -> Result<Upstream, String> {
+    let details = match spec {
+        UpstreamSpec::Url(url) => UpstreamDetails {
+            url: url.clone(),
+            ca: None,
+            sni: None,
+            http2: false,
+        },
+        UpstreamSpec::Full(d) => d.clone(),
+    };
+    let url = details.url.as_str();
+    let (rest, https) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+        (Some(rest), _) => (rest, false),
+        (_, Some(rest)) => (rest, true),
+        _ => {
+            return Err(format!(
+                "{url:?}: expected http://host:port or https://host[:port]"
+            ))
+        }
+    };
     let authority = rest.strip_suffix('/').unwrap_or(rest);
-    let (host, port) = authority
-        .rsplit_once(':')
-        .ok_or_else(|| format!("{url:?}: the port is missing (http://host:port)"))?;
-    let port: u16 = port
-        .parse()
-        .map_err(|_| format!("{url:?}: invalid port {port:?}"))?;
-    if host.is_empty() || host.contains('/') || authority.contains('/') {
-        return Err(format!("{url:?}: expected http://host:port without a path"));
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((host, port)) => {
+            let port: u16 = port
+                .parse()
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| format!("{url:?}: invalid port {port:?}"))?;
+            (host, port)
+        }
+        None if https => (authority, 443),
+        None => return Err(format!("{url:?}: the port is missing (http://host:port)")),
+    };
+    if host.is_empty() || authority.contains('/') || host.contains(['@', '?', '#']) {
+        return Err(format!(
+            "{url:?}: expected a scheme, a host and a port, without a path"
+        ));
+    }
+    if !https && (details.ca.is_some() || details.sni.is_some()) {
+        return Err(format!("{url:?}: ca and sni are for https:// upstreams"));
+    }
+    if details.ca.as_deref().is_some_and(|c| !c.starts_with('/')) {
+        return Err("ca: the absolute path of a PEM bundle on the proxy".into());
+    }
+    if details
+        .sni
+        .as_deref()
+        .is_some_and(|n| n.is_empty() || n.contains(['/', ':', ' ']))
+    {
+        return Err("sni: a host name".into());
     }
     Ok(Upstream {
         url: url.to_string(),
         host: host.to_string(),
         port,
+        tls: https.then(|| Tls {
+            sni: details.sni.clone().unwrap_or_else(|| host.to_string()),
+            ca: details.ca.clone().unwrap_or_else(|| SYSTEM_CA.to_string()),
+        }),
+        http2: details.http2,
     })
 }
 
@@ -401,8 +514,8 @@ pub fn resolve_all(file: &ChainFile) -> (Chain, Vec<Problem>) {
     }
 
     let mut upstreams = BTreeMap::new();
-    for (name, url) in &file.upstreams {
-        match parse_upstream(url) {
+    for (name, spec) in &file.upstreams {
+        match parse_upstream(spec) {
             Ok(u) => {
                 upstreams.insert(name.clone(), u);
             }
@@ -525,6 +638,34 @@ pub fn resolve_all(file: &ChainFile) -> (Chain, Vec<Problem>) {
         });
     }
 
+    // What the controls call must be declared, once, as an upstream.
+    let shared_uses = shared.iter().map(|(f, c)| ("filters".to_string(), *f, c));
+    let route_uses = routes.iter().enumerate().flat_map(|(i, r)| {
+        r.filters
+            .iter()
+            .filter(|u| u.origin != Origin::Shared)
+            .map(move |u| {
+                (
+                    format!("routes[{i}] ({}).filters", r.name),
+                    u.filter,
+                    &u.config,
+                )
+            })
+    });
+    for (place, filter, config) in shared_uses.chain(route_uses).collect::<Vec<_>>() {
+        for (field, name, grpc) in service_refs(filter.name, config) {
+            match upstreams.get_mut(&name) {
+                Some(u) => u.http2 |= grpc,
+                None => problems.push(problem(
+                    format!("{place}.{}.{field}", filter.name),
+                    format!(
+                        "{name:?} is not in upstreams: declare the service there \
+                         (https://host for TLS), so every platform can reach it"
+                    ),
+                )),
+            }
+        }
+    }
     let platforms = match &file.platforms {
         Some(listed) => {
             let mut p = listed.clone();
@@ -643,11 +784,83 @@ routes:
         assert!(err.message.contains("line 3"), "{err}");
     }
 
+    fn url(u: &str) -> Result<Upstream, String> {
+        parse_upstream(&UpstreamSpec::Url(u.into()))
+    }
+
     #[test]
-    fn upstream_urls_are_host_and_port() {
-        assert!(parse_upstream("http://api.internal:8080").is_ok());
-        assert!(parse_upstream("https://x:1").is_err());
-        assert!(parse_upstream("http://x").is_err());
-        assert!(parse_upstream("http://x:1/path").is_err());
+    fn upstream_urls_are_a_scheme_a_host_and_a_port() {
+        let plain = url("http://api.internal:8080").unwrap();
+        assert_eq!((plain.port, plain.tls), (8080, None));
+        let tls = url("https://id.example.com").unwrap();
+        assert_eq!(tls.port, 443);
+        assert_eq!(
+            tls.tls,
+            Some(Tls {
+                sni: "id.example.com".into(),
+                ca: SYSTEM_CA.into()
+            })
+        );
+        assert_eq!(url("https://x:8443").unwrap().port, 8443);
+        for bad in [
+            "http://x",
+            "http://x:1/path",
+            "ftp://x:1",
+            "https://x:0",
+            "https://user@x",
+        ] {
+            assert!(url(bad).is_err(), "{bad}");
+        }
+        let full = |v: serde_json::Value| {
+            parse_upstream(&serde_json::from_value::<UpstreamSpec>(v).unwrap())
+        };
+        let own = full(
+            serde_json::json!({"url": "https://127.0.0.1:9443", "sni": "idp.test",
+                                           "ca": "/etc/idp/ca.pem"}),
+        )
+        .unwrap();
+        assert_eq!(
+            own.tls,
+            Some(Tls {
+                sni: "idp.test".into(),
+                ca: "/etc/idp/ca.pem".into()
+            })
+        );
+        assert!(full(serde_json::json!({"url": "http://x:1", "sni": "y"})).is_err());
+        assert!(full(serde_json::json!({"url": "https://x", "ca": "relative.pem"})).is_err());
+    }
+
+    #[test]
+    fn what_controls_call_must_be_an_upstream_and_grpc_services_get_http2() {
+        let text = "
+version: 1
+upstreams:
+  b: 'http://127.0.0.1:1'
+  idp: https://id.example.com
+  rls: 'http://127.0.0.1:8081'
+filters:
+  ratelimit: {mode: global, global: {cluster: rls, domain: d}, limits: [{name: a, key: [], requests: 1, per_s: 1}]}
+routes:
+  - name: api
+    match: {prefix: /}
+    upstream: b
+    filters:
+      - ratelimit
+      - jwt: {providers: {corp: {remote_jwks: {cluster: idp, path: /jwks, authority: id.example.com}}}}
+";
+        let chain = load(text).unwrap();
+        assert!(chain.upstreams["rls"].http2, "gRPC");
+        assert!(!chain.upstreams["idp"].http2);
+        let problems = load(&text.replace("cluster: idp", "cluster: idp-typo")).unwrap_err();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(
+            problems[0].at,
+            "routes[0] (api).filters.jwt.providers.corp.remote_jwks.cluster"
+        );
+        assert!(problems[0]
+            .message
+            .contains("\"idp-typo\" is not in upstreams"));
+        let problems = load(&text.replace("cluster: rls", "cluster: nope")).unwrap_err();
+        assert_eq!(problems[0].at, "filters.ratelimit.global.cluster");
     }
 }

@@ -51,7 +51,9 @@ fn jwt_config(keys: Value) -> Value {
 }
 
 fn chain(routes: Value, filters: Value) -> Value {
-    json!({"version": 1, "upstreams": {"shop": "http://127.0.0.1:8080"}, "filters": filters, "routes": routes})
+    // `idp`: the key server of the remote_jwks tests.
+    json!({"version": 1, "upstreams": {"shop": "http://127.0.0.1:8080", "idp": "https://id.example.com"},
+           "filters": filters, "routes": routes})
 }
 
 fn configure(config: &Value) -> (Rc<ChainPlugin>, FakeHost) {

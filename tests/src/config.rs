@@ -110,9 +110,19 @@ pub fn one_control_chain(control: &str, config: &str) -> String {
         "" => "{}",
         text => text,
     };
+    // The services the control calls (JWKS, RLS) are declared too, as a
+    // chain file must: Envoy's clusters of the same names serve them.
+    let mut upstreams = serde_json::Map::new();
+    upstreams.insert("u".into(), Value::from("http://127.0.0.1:1"));
+    if let Ok(parsed) = serde_json::from_str::<Value>(config) {
+        for (_, name, _) in palisade::chain::service_refs(control, &parsed) {
+            upstreams.insert(name, Value::from("http://127.0.0.1:1"));
+        }
+    }
+    let upstreams = Value::Object(upstreams);
     let control = Value::String(control.to_string());
     format!(
-        r#"{{"version":1,"publish_decisions":true,"upstreams":{{"u":"http://127.0.0.1:1"}},"routes":[{{"name":"{ONE_CONTROL_ROUTE}","match":{{"prefix":"/"}},"upstream":"u","filters":[{{{control}:{config}}}]}}]}}"#
+        r#"{{"version":1,"publish_decisions":true,"upstreams":{upstreams},"routes":[{{"name":"{ONE_CONTROL_ROUTE}","match":{{"prefix":"/"}},"upstream":"u","filters":[{{{control}:{config}}}]}}]}}"#
     )
 }
 

@@ -351,6 +351,71 @@ fn istio_document(b: &Block, doc: &Value, failures: &mut Vec<String>) {
                 fail(failures, format!("EnvoyFilter patches: {e}"));
             }
         }
+        // What a sidecar needs to reach a service a control calls.
+        (Some("networking.istio.io/v1"), Some("ServiceEntry")) => {
+            let hosts = spec.get("hosts").and_then(Value::as_array);
+            if hosts.is_none_or(|h| h.is_empty() || h.iter().any(|x| !x.is_string())) {
+                fail(
+                    failures,
+                    "ServiceEntry: hosts must be a non-empty list of names".into(),
+                );
+            }
+            let ports = spec
+                .get("ports")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            let protocols = ["HTTP", "HTTPS", "HTTP2", "GRPC", "TCP", "TLS"];
+            let port_ok = |p: &Value| {
+                p["number"]
+                    .as_u64()
+                    .is_some_and(|n| (1..=65535).contains(&n))
+                    && p["name"].as_str().is_some_and(|n| !n.is_empty())
+                    && p["protocol"]
+                        .as_str()
+                        .is_some_and(|x| protocols.contains(&x))
+            };
+            if ports.is_empty() || !ports.iter().all(port_ok) {
+                fail(failures, format!("ServiceEntry: bad ports {ports:?}"));
+            }
+            if !matches!(
+                spec["location"].as_str(),
+                Some("MESH_EXTERNAL" | "MESH_INTERNAL")
+            ) {
+                fail(failures, "ServiceEntry: location".into());
+            }
+            if !matches!(
+                spec["resolution"].as_str(),
+                Some("NONE" | "STATIC" | "DNS" | "DNS_ROUND_ROBIN")
+            ) {
+                fail(failures, "ServiceEntry: resolution".into());
+            }
+        }
+        (Some("networking.istio.io/v1"), Some("DestinationRule")) => {
+            if !spec["host"].is_string() {
+                fail(failures, "DestinationRule: host".into());
+            }
+            let settings = spec
+                .pointer("/trafficPolicy/portLevelSettings")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            let modes = ["DISABLE", "SIMPLE", "MUTUAL", "ISTIO_MUTUAL"];
+            if settings.is_empty()
+                || settings.iter().any(|p| {
+                    !p.pointer("/port/number").is_some_and(Value::is_u64)
+                        || !p
+                            .pointer("/tls/mode")
+                            .and_then(Value::as_str)
+                            .is_some_and(|m| modes.contains(&m))
+                })
+            {
+                fail(
+                    failures,
+                    format!("DestinationRule: bad portLevelSettings {settings:?}"),
+                );
+            }
+        }
         (Some("install.istio.io/v1alpha1"), Some("IstioOperator")) => {}
         // A `kubectl patch` document (a pod template annotation) has neither.
         (None, None) if spec.get("template").is_some() => {}

@@ -100,6 +100,9 @@ pub fn operator_words(message: &str) -> String {
         ("a map", "an object"),
         ("a boolean", "true or false"),
     ];
+    if message.starts_with("data did not match any variant of untagged enum") {
+        return "not one of the accepted forms (see the reference)".to_string();
+    }
     let mut out = message.to_string();
     for (rust, words) in TYPES {
         for lead in ["expected ", "expected one of "] {
