@@ -247,3 +247,161 @@ routes:
         "{stats}"
     );
 }
+
+/// A CA, and a certificate it signs for `idp.test`, made with `openssl`
+/// in `dir`: (CA file, certificate chain, key).
+fn make_certs(dir: &std::path::Path, ca: &str) -> (String, String, String) {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let (ca_key, ca_pem) = (format!("{ca}.key"), format!("{ca}.pem"));
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        &ca_key,
+        "-out",
+        &ca_pem,
+        "-days",
+        "2",
+        "-subj",
+        &format!("/CN={ca}"),
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "idp.key",
+        "-out",
+        "idp.csr",
+        "-subj",
+        "/CN=idp.test",
+    ]);
+    std::fs::write(dir.join("san.ext"), "subjectAltName=DNS:idp.test\n").unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "idp.csr",
+        "-CA",
+        &ca_pem,
+        "-CAkey",
+        &ca_key,
+        "-CAcreateserial",
+        "-out",
+        "idp.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+    ]);
+    let path = |f: &str| dir.join(f).to_string_lossy().into_owned();
+    (path(&ca_pem), path("idp.pem"), path("idp.key"))
+}
+
+/// A key server behind TLS: an Envoy answering every request with `jwks`.
+fn tls_key_server(cert: &str, key: &str, jwks: &str) -> RawEnvoy {
+    let boot = serde_json::json!({
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
+        "static_resources": {"listeners": [{
+            "name": "idp",
+            "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
+            "filter_chains": [{
+                "transport_socket": {"name": "envoy.transport_sockets.tls", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+                    "common_tls_context": {"tls_certificates": [{
+                        "certificate_chain": {"filename": cert},
+                        "private_key": {"filename": key}}]}}},
+                "filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                    "stat_prefix": "idp",
+                    "route_config": {"virtual_hosts": [{"name": "idp", "domains": ["*"], "routes": [{
+                        "match": {"prefix": "/"},
+                        "direct_response": {"status": 200, "body": {"inline_string": jwks}}}]}]},
+                    "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]}}]}]}]}
+    });
+    RawEnvoy::start(&boot.to_string())
+}
+
+/// The chain file a new operator writes for JWT with remote keys over TLS,
+/// rendered as is: the key server is an upstream, `render envoy` makes its
+/// TLS cluster, and the certificate is checked by CA and name.
+#[test]
+#[ignore = "needs `make build` and Envoy: run by `make integration`"]
+fn remote_keys_over_tls_from_a_chain_file_as_rendered() {
+    use palisade_tests::jwt_fixtures::{jwks, token};
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = make_certs(dir.path(), "ca");
+    let other = dir.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    let (other_ca, _, _) = make_certs(&other, "other-ca");
+    let idp = tls_key_server(&cert, &key, &jwks(&["rsa1"]).to_string());
+    let upstream = Upstream::start();
+    let chain_text = |ca_file: &str| {
+        format!(
+            "
+version: 1
+upstreams:
+  shop: http://127.0.0.1:{shop}
+  idp: {{url: 'https://127.0.0.1:{idp}', sni: idp.test, ca: '{ca_file}'}}
+filters:
+  jwt:
+    providers:
+      corp:
+        issuer: https://id.example.com
+        audiences: [orders-api]
+        remote_jwks: {{cluster: idp, path: /jwks, authority: idp.test, timeout_ms: 1000}}
+    requires: {{provider: corp}}
+routes:
+  - {{name: api, match: {{prefix: /}}, upstream: shop, filters: [jwt]}}
+",
+            shop = upstream.port(),
+            idp = idp.listener_addr().port(),
+        )
+    };
+    let bearer = format!("Bearer {}", token("valid"));
+    let good = chain::load(&chain_text(&ca)).unwrap();
+    assert_eq!(
+        check::for_platforms(&good, &good.platforms, Modules::Single),
+        vec![]
+    );
+    let envoy = RawEnvoy::start(&render(&good, Modules::Single));
+    let r = client::get(&envoy.url("/orders"), &[("authorization", &bearer)]);
+    assert_eq!(r.status, 200, "{}\n{}", r.text(), envoy.log());
+    assert_eq!(client::get(&envoy.url("/orders"), &[]).status, 401);
+
+    // A certificate from another CA: the handshake is refused, the keys
+    // never come, and the operator reads why in the log and the counter.
+    let bad = chain::load(&chain_text(&other_ca)).unwrap();
+    let envoy = RawEnvoy::start(&render(&bad, Modules::Single));
+    let r = client::get(&envoy.url("/orders"), &[("authorization", &bearer)]);
+    assert_eq!(r.status, 401, "{}", r.text());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let stats = envoy.admin_get("/stats?filter=jwks_fetch_failed");
+        if envoy.log().contains("JWKS fetch failed") && !stats.contains("jwks_fetch_failed: 0") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{stats}\n{}",
+            envoy.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}

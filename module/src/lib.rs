@@ -104,13 +104,17 @@ impl ChainPlugin {
 
 /// The chain's problems as one config error: every one, each with its place.
 fn chain_error(problems: Vec<chain::Problem>) -> ConfigError {
-    let at = problems.first().map(|p| p.at.clone()).unwrap_or_default();
-    let message = problems
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("; ");
-    ConfigError::new(at, message)
+    match problems.as_slice() {
+        [one] => ConfigError::new(one.at.clone(), one.message.clone()),
+        _ => ConfigError::new(
+            "",
+            problems
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; "),
+        ),
+    }
 }
 
 impl Plugin for ChainPlugin {

@@ -6,8 +6,8 @@
 //!
 //! - filter JSON: the filter's own `check_config` (what `palisade check` and the
 //!   filter's `configure` run), for Envoy, or for Kong under a Kong heading;
-//! - chain files: `palisade check`'s load and check, on both Envoy and Kong
-//!   (stricter than its default, the file's own platforms);
+//! - chain files: `palisade check` as it runs by default (the file's own
+//!   platforms: configs and render checks);
 //! - whole Envoy bootstraps: the real Envoy 1.40 in `--mode validate`, which
 //!   builds every listener and filter and runs each wasm filter's `on_configure`;
 //! - Envoy fragments (filter entries, an HCM, `stats_config`, clusters): placed
@@ -188,9 +188,11 @@ fn chain_files_pass_palisade_check() {
     let blocks = blocks_where(|c| (*c == Class::Chain).then_some(()));
     let mut failures = Vec::new();
     for (b, ()) in &blocks {
+        // As `palisade check` runs by default: for the file's platforms,
+        // configs and render checks alike.
         let problems = match chain::load(&b.text) {
             Err(p) => p,
-            Ok(c) => check::check(&c, &[HostKind::Envoy, HostKind::Kong]),
+            Ok(c) => check::for_platforms(&c, &c.platforms, palisade_cli::envoy::Modules::Single),
         };
         for p in problems {
             failures.push(format!("{}: {p}", b.label()));
