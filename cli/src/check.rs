@@ -207,6 +207,21 @@ mod tests {
         chain::load(text).unwrap()
     }
 
+    /// A global rate limit: a gRPC call, which Kong cannot make.
+    const GLOBAL_LIMIT: &str = "
+version: 1
+upstreams: {b: 'http://127.0.0.1:1', rls: 'http://127.0.0.1:2'}
+routes:
+  - name: a
+    match: {prefix: /}
+    upstream: b
+    filters:
+      - ratelimit:
+          mode: global
+          global: {cluster: rls, domain: d}
+          limits: [{name: a, key: [], requests: 1, per_s: 1}]
+";
+
     #[test]
     fn filter_errors_name_the_route_the_filter_and_the_field() {
         let c = chain(
@@ -273,7 +288,7 @@ routes:
   - name: a
     match: {prefix: /}
     upstream: b
-    filters: [{schema: {hold_headers: true}}]
+    filters: [{schema: {hold_headers: true, rules: [{match: {prefix: /}}]}}]
     istio: {selector: {matchLabels: {app: a}}}
 ";
         let c = chain(held);
@@ -290,20 +305,8 @@ routes:
 
     #[test]
     fn kong_refusals_only_for_chains_deployed_on_kong() {
-        let text = "
-version: 1
-platforms: [envoy]
-upstreams: {b: 'http://127.0.0.1:1', rls: 'http://127.0.0.1:2'}
-routes:
-  - name: a
-    match: {prefix: /}
-    upstream: b
-    filters:
-      - ratelimit:
-          mode: global
-          global: {cluster: rls, domain: d}
-          limits: [{name: a, key: [], requests: 1, per_s: 1}]
-";
+        let text = GLOBAL_LIMIT.replace("version: 1\n", "version: 1\nplatforms: [envoy]\n");
+        let text = text.as_str();
         let c = chain(text);
         assert_eq!(for_platforms(&c, &c.platforms, Modules::Single), vec![]);
         let c = chain(&text.replace("platforms: [envoy]", "platforms: [envoy, kong]"));
@@ -357,21 +360,7 @@ filters:
 
     #[test]
     fn a_refusal_on_one_host_only_names_the_host() {
-        let c = chain(
-            "
-version: 1
-upstreams: {b: 'http://127.0.0.1:1', rls: 'http://127.0.0.1:2'}
-routes:
-  - name: a
-    match: {prefix: /}
-    upstream: b
-    filters:
-      - ratelimit:
-          mode: global
-          global: {cluster: rls, domain: d}
-          limits: [{name: a, key: [], requests: 1, per_s: 1}]
-",
-        );
+        let c = chain(GLOBAL_LIMIT);
         assert_eq!(check(&c, &[HostKind::Envoy]), vec![]);
         let problems = check(&c, &[HostKind::Envoy, HostKind::Kong]);
         assert_eq!(problems.len(), 1);

@@ -114,6 +114,39 @@ fn refuse_held_headers(route: &Route, u: &Use) -> Result<(), String> {
     Ok(())
 }
 
+/// Per filter, a resource applies to all the traffic of its workload, not
+/// to a route's paths: two routes on one workload with different chains
+/// would each get the other's filters. The single module matches paths
+/// itself, so only this form refuses it.
+fn refuse_shared_targets(chain: &Chain) -> Result<(), String> {
+    let routes: Vec<&Route> = chain
+        .routes
+        .iter()
+        .filter(|r| !r.filters.is_empty() && r.istio.is_some())
+        .collect();
+    for (i, a) in routes.iter().enumerate() {
+        for b in &routes[i + 1..] {
+            let same_target = a.istio.as_ref().map(target_key) == b.istio.as_ref().map(target_key);
+            let chain_of = |r: &Route| {
+                r.filters
+                    .iter()
+                    .map(|u| (u.filter.name, u.config.clone()))
+                    .collect::<Vec<_>>()
+            };
+            if same_target && chain_of(a) != chain_of(b) {
+                return Err(format!(
+                    "routes {:?} and {:?} share one workload target with different chains: one \
+                     WasmPlugin per filter applies to all of its traffic, so each route would get \
+                     the other's filters; render the single module (the default), which picks \
+                     the route by path, or give the routes different targets",
+                    a.name, b.name
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A route's `istio:` section, with a selector or targetRefs.
 fn target(route: &Route) -> Result<&IstioTarget, String> {
     let istio = route.istio.as_ref().ok_or_else(|| {
@@ -529,6 +562,7 @@ pub fn render(chain: &Chain, options: &Options) -> Result<String, String> {
         }
     }
     let per_filter = if options.modules == Modules::PerFilter {
+        refuse_shared_targets(chain)?;
         chain.routes.as_slice()
     } else {
         &[]
@@ -741,6 +775,35 @@ routes:
         assert_eq!(d[0]["spec"]["wasm"]["failStrategy"], "FAIL_OPEN");
         assert_eq!(d[0]["spec"]["phase"], "AUTHN");
         assert!(d[0]["spec"].get("url").is_none());
+    }
+
+    #[test]
+    fn per_filter_routes_sharing_a_workload_with_different_chains_are_refused() {
+        let two = format!(
+            "{CHAIN}  - name: admin\n    match: {{prefix: /admin/}}\n    upstream: b\n    filters: [errors]\n    istio: {{selector: {{matchLabels: {{istio: ingressgateway}}}}}}\n"
+        );
+        let c = chain::load(&two).unwrap();
+        let err = render(&c, &per_filter(Kind::WasmPlugin)).unwrap_err();
+        assert!(
+            err.contains("share one workload target with different chains"),
+            "{err}"
+        );
+        // One module, one resource: it picks the route by path itself.
+        let docs = docs(&render(&c, &Options::default()).unwrap());
+        assert_eq!(docs.len(), 1);
+        assert_eq!(
+            docs[0]["spec"]["pluginConfig"]["routes"]
+                .as_array()
+                .unwrap()
+                .len(),
+            2
+        );
+        // The same chain on both routes is fine per filter too.
+        let same = two.replace(
+            "    filters: [errors]\n",
+            "    filters: [errors, {headers: {dry_run: true}}]\n",
+        );
+        assert!(render(&chain::load(&same).unwrap(), &per_filter(Kind::WasmPlugin)).is_ok());
     }
 
     #[test]

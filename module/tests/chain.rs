@@ -170,7 +170,7 @@ fn a_local_reply_stops_later_request_controls_and_the_response_controls_see_it()
     let config = chain(
         json!([{"name": "api", "match": {"prefix": "/"}, "upstream": "shop",
                 "filters": ["errors", {"headers": {"request": {"allowed_methods": ["GET"]}}},
-                            {"schema": {"unmatched": "deny", "rules": []}}]}]),
+                            {"schema": {"unmatched": "deny", "rules": [{"match": {"path": "/orders"}}]}}]}]),
         json!({}),
     );
     let (plugin, root) = configure(&config);

@@ -176,6 +176,13 @@ impl Validate for Config {
                 return Err(ConfigError::new("openapi", "must be a JSON object"));
             }
         }
+        if self.rules.is_empty() && self.openapi.is_none() {
+            return Err(ConfigError::new(
+                "rules",
+                "nothing is validated, so every request would pass (or, with \
+                 \"unmatched\": \"deny\", be refused): give `openapi` or `rules`",
+            ));
+        }
         Ok(())
     }
 }

@@ -9,11 +9,15 @@ use palisade_schema::{check_config, config_schema};
 use serde_json::json;
 
 #[test]
-fn an_empty_config_validates_nothing() {
-    let p = plugin(&json!({}));
-    assert!(p.contract().operations.is_empty());
+fn a_config_that_validates_nothing_is_refused() {
+    // It would let every request through (or refuse all with unmatched: deny).
+    for empty in ["", "{}", r#"{"unmatched": "deny"}"#, r#"{"max_body_bytes": 10}"#] {
+        let e = check_config(empty.as_bytes(), HostKind::Envoy).expect_err(empty);
+        assert_eq!(e.path, "rules", "{empty:?}: {e}");
+    }
+    // A contract for one path: others pass (unmatched: allow).
+    let p = plugin(&json!({"rules": [{"match": {"path": "/orders"}}]}));
     assert!(post_json(&p, "/anything", "not json").sent().is_none());
-    assert!(check_config(b"", HostKind::Envoy).is_ok());
 }
 
 #[test]

@@ -27,7 +27,7 @@ pub fn config_error(config: &Value) -> String {
 /// host counts under the ids the configure host handed out.
 pub fn metric_names() -> Vec<String> {
     let mut host = FakeHost::new();
-    let _ = SchemaPlugin::configure(b"{}", &mut host);
+    let _ = SchemaPlugin::configure(br#"{"rules": [{"match": {"path": "/"}}]}"#, &mut host);
     host.metric_names
 }
 
