@@ -99,7 +99,7 @@ integration: build envoy test-servers
 	ENVOY_BIN="$${ENVOY_BIN:-$(ENVOY_FROM_VENV)}" PALISADE_MODULE=one cargo test -p palisade-tests \
 	  --test headers --test errors --test jwt --test ratelimit --test schema -- --test-threads 2
 
-test: lint unit wasm-test build integration
+test: lint unit wasm-test build integration dist
 
 # The demo runs dist/palisade.wasm (the whole chain in one module);
 # `make run MODULES=per-filter` chains dist/palisade_<name>.wasm instead.
@@ -146,6 +146,28 @@ clean:
 .PHONY: oci
 oci: build
 	cargo run -q -p palisade-cli -- oci --dist $(DIST)
+
+# The release bundle: every module with its Kong meta.json, the OCI image
+# tarballs with their digests (oci/DIGESTS: what Istio's `sha256` pins), the
+# `palisade` command for this machine, LICENSE, CHANGELOG and README, and
+# SHA256SUMS over all of it; dist/release/palisade-<version>.tar.gz.
+# release/check.py proves it complete (`make test` builds and checks it).
+VERSION := $(shell awk -F'"' '/^version = /{print $$2; exit}' Cargo.toml)
+RELEASE := $(DIST)/release/palisade-$(VERSION)
+.PHONY: dist
+dist: oci
+	cargo build --release -q -p palisade-cli
+	rm -rf $(RELEASE) && mkdir -p $(RELEASE)/oci
+	cp target/release/palisade LICENSE CHANGELOG.md README.md $(RELEASE)/
+	cp $(DIST)/palisade.wasm $(DIST)/palisade.meta.json $(RELEASE)/
+	for f in $(FILTERS); do cp $(DIST)/palisade_$$f.wasm $(DIST)/palisade_$$f.meta.json $(RELEASE)/; done
+	for i in palisade $(FILTERS); do \
+	  cp $(DIST)/oci/$$i.tar $(RELEASE)/oci/; \
+	  printf '%s %s\n' $$i "$$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["manifests"][0]["digest"])' $(DIST)/oci/$$i/index.json)"; \
+	done > $(RELEASE)/oci/DIGESTS
+	cd $(RELEASE) && find . -type f ! -name SHA256SUMS | sed 's|^\./||' | sort | xargs sha256sum > SHA256SUMS
+	tar -czf $(DIST)/release/palisade-$(VERSION).tar.gz -C $(DIST)/release palisade-$(VERSION)
+	python3 release/check.py $(RELEASE)
 
 # Istio resources pinned to the images `make oci` wrote (sha256 = manifest
 # digests), for the registry in ISTIO_URL ({filter} is `palisade` for

@@ -405,3 +405,135 @@ routes:
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
 }
+
+/// `examples/<name>`, with `from` replaced by `to` for each pair (the
+/// services moved to loopback), checked as `palisade check` checks it.
+fn example(name: &str, moves: &[(&str, String)]) -> chain::Chain {
+    let mut text = std::fs::read_to_string(repo_root().join("examples").join(name)).unwrap();
+    for (from, to) in moves {
+        assert!(
+            text.contains(from),
+            "{name} no longer has {from:?}: update this test"
+        );
+        text = text.replace(from, to);
+    }
+    let chain = chain::load(&text).unwrap_or_else(|p| panic!("{name}: {p:?}"));
+    assert_eq!(
+        check::for_platforms(&chain, &chain.platforms, Modules::Single),
+        vec![]
+    );
+    chain
+}
+
+#[test]
+#[ignore = "needs `make build` and Envoy: run by `make integration`"]
+fn the_edge_example_needs_a_token_from_the_tls_key_server_and_limits_each_subject() {
+    use palisade_tests::jwt_fixtures::{jwks, token};
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = make_certs(dir.path(), "ca");
+    let idp = tls_key_server(&cert, &key, &jwks(&["rsa1"]).to_string());
+    let upstream = Upstream::start();
+    let chain = example(
+        "edge-jwt-ratelimit.yaml",
+        &[
+            (
+                "http://127.0.0.1:8080",
+                format!("http://127.0.0.1:{}", upstream.port()),
+            ),
+            (
+                "idp: https://id.example.com",
+                format!(
+                    "idp: {{url: 'https://127.0.0.1:{}', sni: idp.test, ca: '{ca}'}}",
+                    idp.listener_addr().port()
+                ),
+            ),
+        ],
+    );
+    let envoy = RawEnvoy::start(&render(&chain, Modules::Single));
+    assert_eq!(
+        client::get(&envoy.url("/healthz"), &[]).status,
+        200,
+        "no token for the probe"
+    );
+    let none = client::get(&envoy.url("/orders"), &[]);
+    assert_eq!(none.status, 401, "{}", none.text());
+    assert_eq!(
+        none.header("content-type"),
+        Some("application/problem+json")
+    );
+    let bearer = format!("Bearer {}", token("valid"));
+    let ok = client::get(&envoy.url("/orders"), &[("authorization", &bearer)]);
+    assert_eq!(ok.status, 200, "{}\n{}", ok.text(), envoy.log());
+    assert_eq!(ok.header("x-content-type-options"), Some("nosniff"));
+    assert_eq!(
+        upstream.last().unwrap().header_all("x-jwt-sub"),
+        vec!["user-1"]
+    );
+    // 60 a minute for user-1: the 61st is refused; another subject is not.
+    let statuses: Vec<u16> = (0..60)
+        .map(|_| client::get(&envoy.url("/orders"), &[("authorization", &bearer)]).status)
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        1,
+        "{statuses:?}"
+    );
+    let other = format!("Bearer {}", token("other_user"));
+    assert_eq!(
+        client::get(&envoy.url("/orders"), &[("authorization", &other)]).status,
+        200
+    );
+}
+
+#[test]
+#[ignore = "needs `make build` and Envoy: run by `make integration`"]
+fn the_openapi_example_refuses_what_the_document_does_not_allow_and_masks_errors() {
+    let upstream = Upstream::start();
+    let chain = example(
+        "openapi-masking.yaml",
+        &[(
+            "http://127.0.0.1:8080",
+            format!("http://127.0.0.1:{}", upstream.port()),
+        )],
+    );
+    let envoy = RawEnvoy::start(&render(&chain, Modules::Single));
+    let json = [("content-type", "application/json")];
+    let post = |body: &str| client::request("POST", &envoy.url("/orders"), &json, body.as_bytes());
+    assert_eq!(post(r#"{"sku": "AB-12", "quantity": 2}"#).status, 200);
+    for bad in [
+        r#"{"sku": "AB-12", "quantity": 0}"#,
+        r#"{"sku": "AB-12"}"#,
+        "not json",
+    ] {
+        let r = post(bad);
+        assert_eq!(r.status, 400, "{bad}: {}", r.text());
+        assert_eq!(r.header("content-type"), Some("application/problem+json"));
+        assert!(
+            !r.text().contains("AB-12"),
+            "never echoes the request: {}",
+            r.text()
+        );
+    }
+    assert_eq!(client::get(&envoy.url("/orders/7"), &[]).status, 200);
+    assert_eq!(client::get(&envoy.url("/orders/seven"), &[]).status, 400);
+    assert_eq!(client::get(&envoy.url("/nope"), &[]).status, 404);
+    assert_eq!(
+        client::request("DELETE", &envoy.url("/orders/7"), &[], b"").status,
+        405
+    );
+    let refused = upstream.received().len();
+    assert_eq!(
+        refused, 2,
+        "only the valid POST and GET reached the service"
+    );
+    let leak = client::get(
+        &envoy.url("/orders/7"),
+        &[("x-echo-status", "500"), ("x-echo-body-kind", "java-stack")],
+    );
+    assert_eq!(leak.status, 500);
+    assert!(
+        !leak.text().contains("NullPointerException"),
+        "{}",
+        leak.text()
+    );
+}
