@@ -75,7 +75,36 @@ def main(root: Path) -> list[str]:
     return problems
 
 
+def self_test(root: Path) -> list[str]:
+    """The check must fail on a bundle missing a module, with a stale
+    SHA256SUMS, or with a wrong digest: run on damaged copies."""
+    import shutil
+    import tempfile
+
+    failures = []
+    damages = {
+        "a module removed": lambda d: (d / "palisade_jwt.wasm").unlink(),
+        "a file changed after SHA256SUMS": lambda d: (d / "README.md").write_text("changed"),
+        "a wrong image digest": lambda d: (d / "oci/DIGESTS").write_text(
+            (d / "oci/DIGESTS").read_text().replace("sha256:", "sha256:0", 1)),
+    }
+    for what, damage in damages.items():
+        with tempfile.TemporaryDirectory() as tmp:
+            copy = Path(tmp) / "bundle"
+            shutil.copytree(root, copy)
+            damage(copy)
+            if not main(copy):
+                failures.append(f"self-test: {what} was not noticed")
+    return failures
+
+
 if __name__ == "__main__":
+    if sys.argv[1] == "--self-test":
+        found = self_test(Path(sys.argv[2]))
+        for p in found:
+            print(f"release: {p}", file=sys.stderr)
+        print(f"release: self-test {'passed' if not found else 'FAILED'}")
+        sys.exit(1 if found else 0)
     found = main(Path(sys.argv[1]))
     for p in found:
         print(f"release: {p}", file=sys.stderr)
