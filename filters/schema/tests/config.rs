@@ -11,7 +11,12 @@ use serde_json::json;
 #[test]
 fn a_config_that_validates_nothing_is_refused() {
     // It would let every request through (or refuse all with unmatched: deny).
-    for empty in ["", "{}", r#"{"unmatched": "deny"}"#, r#"{"max_body_bytes": 10}"#] {
+    for empty in [
+        "",
+        "{}",
+        r#"{"unmatched": "deny"}"#,
+        r#"{"max_body_bytes": 10}"#,
+    ] {
         let e = check_config(empty.as_bytes(), HostKind::Envoy).expect_err(empty);
         assert_eq!(e.path, "rules", "{empty:?}: {e}");
     }
