@@ -167,7 +167,10 @@ impl Fetcher {
         body: &[u8],
         now_ns: u64,
     ) -> Fetched {
-        self.inflight = None;
+        let elapsed_ms = self
+            .inflight
+            .take()
+            .map(|(_, started)| now_ns.saturating_sub(started) / 1_000_000);
         let outcome = match status {
             Some(200) => match keys.adopt(body, None) {
                 Ok(()) => {
@@ -184,9 +187,7 @@ impl Fetcher {
                 Err(e) => Fetched::Failed(e),
             },
             Some(s) => Fetched::Failed(format!("the JWKS endpoint answered {s}")),
-            None => Fetched::Failed(
-                "no answer from the JWKS endpoint (reset, timeout or no cluster)".into(),
-            ),
+            None => Fetched::Failed(no_answer(elapsed_ms, self.config.timeout_ms)),
         };
         self.record(host, now_ns, matches!(outcome, Fetched::Updated { .. }));
         outcome
@@ -309,4 +310,20 @@ fn decode(value: Option<&[u8]>) -> Control {
     value
         .and_then(|v| serde_json::from_slice(v).ok())
         .unwrap_or_default()
+}
+
+/// Why a call came back without an answer. Envoy gives no reason, but the
+/// time tells a timeout from a connection that failed at once (refused,
+/// reset, or a TLS handshake the upstream's `ca`/`sni` did not accept).
+fn no_answer(elapsed_ms: Option<u64>, timeout_ms: u64) -> String {
+    match elapsed_ms {
+        Some(ms) if ms.saturating_mul(10) >= timeout_ms.saturating_mul(9) => {
+            format!("no answer within timeout_ms ({timeout_ms} ms)")
+        }
+        Some(ms) => format!(
+            "the connection failed after {ms} ms (refused, reset, or a TLS handshake \
+             failed: check the upstream's address, ca and sni)"
+        ),
+        None => "no answer from the JWKS endpoint".into(),
+    }
 }

@@ -255,7 +255,10 @@ fn on_jwks_unavailable_deny_unavailable_or_allow() {
         );
         assert_eq!(status(&h), want, "{policy}");
         assert_eq!(h.counter("palisade.jwt.jwks_fetch_failed"), 1);
-        assert!(h.logged(palisade_core::Level::Warn, "JWKS fetch failed: no answer"));
+        assert!(h.logged(
+            palisade_core::Level::Warn,
+            "JWKS fetch failed: the connection failed after 0 ms"
+        ));
         // Within the backoff, the next request does not fetch again.
         let (_, again) = a.get("/orders", Some(&rs256(&claims())));
         assert!(http_calls(&again).is_empty(), "{policy}: backing off");
@@ -301,4 +304,33 @@ fn a_call_the_host_refuses_is_logged_counted_and_backed_off() {
         0,
         "backing off"
     );
+}
+
+#[test]
+fn a_call_without_an_answer_says_whether_it_timed_out_or_failed_at_once() {
+    // Envoy gives the module no reason; the time since the call does.
+    let cfg = remote_config(
+        json!({"remote_jwks": {"cluster": "idp", "path": "/jwks", "authority": "id",
+                               "cache_duration_s": 10, "timeout_ms": 500}}),
+    );
+    for (after_ms, says) in [
+        (
+            3,
+            "the connection failed after 3 ms (refused, reset, or a TLS handshake failed",
+        ),
+        (500, "no answer within timeout_ms (500 ms)"),
+    ] {
+        let a = ticked(&cfg, FakeHost::new().at_secs(NOW));
+        let token = http_calls(&a.host)[0].0;
+        let mut h = a.host.sibling();
+        h.metric_names = a.host.metric_names.clone();
+        h.advance_ms(after_ms);
+        a.plugin.on_call_response(&mut h, answer(token, None, b""));
+        assert_eq!(h.counter("palisade.jwt.jwks_fetch_failed"), 1);
+        assert!(
+            h.logged(palisade_core::Level::Warn, says),
+            "{:?}",
+            h.logs.borrow()
+        );
+    }
 }
