@@ -39,7 +39,8 @@ fn ratelimit(requests: u32) -> Value {
 }
 
 fn chain(filters: Value, routes: Value) -> Value {
-    json!({"version": 1, "upstreams": {"shop": "http://127.0.0.1:8080"},
+    // `idp`: the key server the JWKS test's jwt calls (an Envoy cluster of that name).
+    json!({"version": 1, "upstreams": {"shop": "http://127.0.0.1:8080", "idp": "http://127.0.0.1:1"},
            "filters": filters, "routes": routes})
 }
 
