@@ -23,6 +23,19 @@ pub const METHOD: &str = "ShouldRateLimit";
 /// gRPC's DEADLINE_EXCEEDED, counted apart from other failures.
 pub const GRPC_DEADLINE_EXCEEDED: u32 = 4;
 
+/// A failed call's gRPC status in an operator's words (Envoy maps a
+/// connection that could not be made, TLS included, to UNAVAILABLE).
+pub fn grpc_failure(status: u32) -> String {
+    let what = match status {
+        GRPC_DEADLINE_EXCEEDED => "deadline exceeded: no answer within global.timeout_ms",
+        14 => "unavailable: the connection failed (refused, reset, or TLS) or no healthy host",
+        12 => "unimplemented: is it an envoy.service.ratelimit.v3 service?",
+        16 | 7 => "refused the call's credentials",
+        _ => "failed",
+    };
+    format!("gRPC status {status} ({what})")
+}
+
 #[derive(Clone, PartialEq, Message)]
 pub struct RateLimitRequest {
     #[prost(string, tag = "1")]

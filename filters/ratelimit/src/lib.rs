@@ -395,7 +395,15 @@ impl HttpFilter for RateLimitFilter {
                     }
                     Err(_) => {
                         plugin.counters.global_error.add(host, 1);
-                        ctx.log(host, Level::Warn, "rate-limit service call not dispatched");
+                        ctx.log(
+                            host,
+                            Level::Warn,
+                            &format!(
+                                "rate-limit service call to {:?} not dispatched: does the \
+                                 cluster exist?",
+                                global.cluster
+                            ),
+                        );
                         self.on_global_error(host, rule_index, &keys, &ctx, grpc)
                     }
                 }
@@ -415,6 +423,7 @@ impl HttpFilter for RateLimitFilter {
             self.pending = Some(p);
             return Flow::Pause;
         }
+        let mut why = "answered something that is not a RateLimitResponse".to_string();
         let answer = match response {
             CallResponse::Grpc {
                 status: 0, message, ..
@@ -423,6 +432,7 @@ impl HttpFilter for RateLimitFilter {
                 if status == global::GRPC_DEADLINE_EXCEEDED {
                     plugin.counters.global_timeout.add(host, 1);
                 }
+                why = global::grpc_failure(status);
                 None
             }
             CallResponse::Http { .. } => None,
@@ -454,11 +464,8 @@ impl HttpFilter for RateLimitFilter {
             }
             None => {
                 plugin.counters.global_error.add(host, 1);
-                p.ctx.log(
-                    host,
-                    Level::Warn,
-                    "rate-limit service failed or answered garbage",
-                );
+                p.ctx
+                    .log(host, Level::Warn, &format!("rate-limit service: {why}"));
                 self.on_global_error(host, p.rule, &p.keys, &p.ctx, p.grpc)
             }
         }

@@ -128,10 +128,19 @@ fn failures_follow_on_error() {
     assert_eq!(flow, Flow::Continue);
     assert!(h.sent.is_none());
     assert_eq!(h.counter("palisade.ratelimit.global_error"), 1);
+    assert!(h.logged(
+        palisade_core::Level::Warn,
+        "gRPC status 14 (unavailable: the connection failed"
+    ));
     let (_, h) = exchange(&w, 4, Vec::new());
     assert_eq!(h.counter("palisade.ratelimit.global_timeout"), 1);
-    let (flow, _) = exchange(&w, 0, b"\x08\x07garbage".to_vec());
+    assert!(h.logged(
+        palisade_core::Level::Warn,
+        "no answer within global.timeout_ms"
+    ));
+    let (flow, h) = exchange(&w, 0, b"\x08\x07garbage".to_vec());
     assert_eq!(flow, Flow::Continue);
+    assert!(h.logged(palisade_core::Level::Warn, "not a RateLimitResponse"));
     // deny
     let w = Worker::new(&config("deny"));
     let (flow, h) = exchange(&w, 14, Vec::new());
@@ -159,6 +168,7 @@ fn a_call_that_cannot_be_dispatched_follows_on_error_at_once() {
     let mut h = w.request("GET", "/").with_request_header("x-api-key", "k");
     h.refuse_calls = true;
     assert_eq!(f.on_request_headers(&mut h, true), Flow::Pause);
+    assert!(h.logged(palisade_core::Level::Warn, "does the cluster exist?"));
     assert_eq!(h.sent.unwrap().status, 503);
 }
 
