@@ -109,7 +109,11 @@ fn phase_rank(phase: &str) -> u8 {
 /// cannot set it).
 fn plugins_of(file: &str) -> Vec<(u8, i64, WasmFilter, Vec<String>)> {
     let mut plugins: Vec<(u8, i64, WasmFilter, Vec<String>)> = Vec::new();
-    for d in docs(file) {
+    // The plugins; a ServiceEntry or DestinationRule configures the mesh, not Envoy's filters.
+    for d in docs(file)
+        .into_iter()
+        .filter(|d| d["kind"] == "WasmPlugin" || d["kind"] == "TrafficExtension")
+    {
         let spec = &d["spec"];
         let wasm = if spec.get("wasm").is_some() {
             &spec["wasm"]
@@ -236,7 +240,10 @@ fn per_filter_envoyfilter_patches_load_and_serve_in_envoy() {
 fn envoyfilter_patches(file: &str) {
     let dist = repo_root().join("dist");
     let local_dir = format!("{}/", palisade_cli::istio::DEFAULT_WASM_DIR);
-    for d in docs(file) {
+    for d in docs(file)
+        .into_iter()
+        .filter(|d| d["kind"] == "EnvoyFilter")
+    {
         let name = d["metadata"]["name"].as_str().unwrap().to_string();
         let upstream = Upstream::start();
         let mut config = EnvoyConfig::new().upstream(&upstream);
