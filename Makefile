@@ -89,6 +89,9 @@ wasm-test: wasm-bindgen
 test-servers:
 	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; }
 	@redis-server --version | cut -d' ' -f1-3
+	@# The TLS tests make their CA and certificates at test time.
+	@command -v openssl >/dev/null || { apt-get update -qq && apt-get install -y -qq openssl >/dev/null; }
+	@openssl version
 
 integration: build envoy test-servers
 	ENVOY_BIN="$${ENVOY_BIN:-$(ENVOY_FROM_VENV)}" cargo test -p palisade-tests -- --test-threads 2
