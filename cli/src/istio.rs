@@ -510,7 +510,12 @@ fn egress(name: &str, u: &Upstream) -> Vec<Doc> {
                 "hosts": [u.host],
                 "location": "MESH_EXTERNAL",
                 "resolution": "DNS",
-                "ports": [{"number": u.port, "name": format!("http-{name}"), "protocol": "HTTP"}],
+                // gRPC (the rate-limit service) needs HTTP/2 from the sidecar.
+                "ports": [if u.http2 {
+                    json!({"number": u.port, "name": format!("grpc-{name}"), "protocol": "GRPC"})
+                } else {
+                    json!({"number": u.port, "name": format!("http-{name}"), "protocol": "HTTP"})
+                }],
             },
         }),
     }];
@@ -804,6 +809,47 @@ routes:
             "    filters: [errors, {headers: {dry_run: true}}]\n",
         );
         assert!(render(&chain::load(&same).unwrap(), &per_filter(Kind::WasmPlugin)).is_ok());
+    }
+
+    #[test]
+    fn called_services_become_the_sidecar_s_clusters_with_their_protocol() {
+        let text = CHAIN
+            .replace(
+                "upstreams: {b: 'http://127.0.0.1:9'}",
+                "upstreams: {b: 'http://127.0.0.1:9', rls: 'http://rls.example.net:8081',\n  \
+             local: 'http://rls.ratelimit.svc.cluster.local:8081'}",
+            )
+            .replace(
+                "filters: [errors, {headers: {dry_run: true}}]",
+                "filters: [{ratelimit: {mode: global, global: {cluster: rls, domain: d}, \
+             limits: [{name: a, key: [], requests: 1, per_s: 1}]}}]",
+            );
+        let c = chain::load(&text).unwrap();
+        let d = docs(&render(&c, &Options::default()).unwrap());
+        let kinds: Vec<&str> = d.iter().filter_map(|x| x["kind"].as_str()).collect();
+        assert_eq!(
+            kinds,
+            ["WasmPlugin", "ServiceEntry"],
+            "plain http: no DestinationRule"
+        );
+        assert_eq!(
+            d[0]["spec"]["pluginConfig"]["routes"][0]["filters"][0]["ratelimit"]["global"]
+                ["cluster"],
+            "outbound|8081||rls.example.net"
+        );
+        assert_eq!(
+            d[1]["spec"]["ports"][0]["protocol"], "GRPC",
+            "gRPC needs HTTP/2"
+        );
+        // A service of the cluster gets its cluster name, and no ServiceEntry.
+        let inside = chain::load(&text.replace("cluster: rls", "cluster: local")).unwrap();
+        let d = docs(&render(&inside, &Options::default()).unwrap());
+        assert_eq!(d.len(), 1);
+        assert_eq!(
+            d[0]["spec"]["pluginConfig"]["routes"][0]["filters"][0]["ratelimit"]["global"]
+                ["cluster"],
+            "outbound|8081||rls.ratelimit.svc.cluster.local"
+        );
     }
 
     #[test]

@@ -179,6 +179,20 @@ pub fn settings(chain: &Chain) -> Vec<Setting> {
             why: "schema's max_body_bytes: bodies over nginx's buffer (Kong's default 8k) go to a file the filter cannot read".into(),
         });
     }
+    // Kong does not check an https upstream's certificate unless told: one
+    // trust store for every service (see `tls_refusal` for what it cannot do).
+    if let Some(ca) = routed_tls(chain).first().map(|(_, t)| t.ca.clone()) {
+        out.push(Setting {
+            key: "nginx_proxy_proxy_ssl_verify",
+            value: "on".into(),
+            why: "https upstreams: without it Kong accepts any certificate".into(),
+        });
+        out.push(Setting {
+            key: "nginx_proxy_proxy_ssl_trusted_certificate",
+            value: ca,
+            why: "the https upstreams' CA bundle (their `ca`, else the system bundle)".into(),
+        });
+    }
     // errors' own default `scan_bytes` (64 KiB) when a config leaves it out.
     if let Some(max) = largest(chain, "errors", "scan_bytes", 64 * 1024) {
         // Four buffers, as nginx's default count, large enough together
@@ -193,9 +207,49 @@ pub fn settings(chain: &Chain) -> Vec<Setting> {
     out
 }
 
+/// The `https://` upstreams Kong proxies routes to, with their TLS settings.
+fn routed_tls(chain: &Chain) -> Vec<(&str, &crate::chain::Tls)> {
+    chain
+        .upstreams
+        .iter()
+        .filter(|(name, _)| chain.routes.iter().any(|r| &r.upstream == *name))
+        .filter_map(|(name, u)| u.tls.as_ref().map(|t| (name.as_str(), t)))
+        .collect()
+}
+
+/// What Kong cannot honour of the upstreams' TLS settings: it sends and
+/// checks each service's host as the server name, and trusts one CA bundle
+/// for all of them.
+fn tls_refusal(chain: &Chain) -> Option<String> {
+    let tls = routed_tls(chain);
+    if let Some((name, t)) = tls
+        .iter()
+        .find(|(name, t)| chain.upstreams[*name].host != t.sni)
+    {
+        return Some(format!(
+            "upstream {name:?}: Kong sends and checks the service's host as the server name, \
+             not sni {:?}: leave sni out for Kong",
+            t.sni
+        ));
+    }
+    let first = tls.first()?;
+    tls.iter()
+        .find(|(_, t)| t.ca != first.1.ca)
+        .map(|(name, t)| {
+            format!(
+                "upstreams {:?} and {name:?} name different CA bundles ({} and {}); Kong trusts \
+             one bundle for every service: put both CAs in one file",
+                first.0, first.1.ca, t.ca
+            )
+        })
+}
+
 /// The declarative config as YAML, with a header giving the `kong.conf`
 /// lines the chain needs.
 pub fn render_text(chain: &Chain, form: Form, modules: Modules) -> Result<String, String> {
+    if let Some(why) = tls_refusal(chain) {
+        return Err(why);
+    }
     // Kong 3.9's filter plugins all have one priority: their order is not
     // the chain's. One palisade plugin runs the order itself.
     if form == Form::Plugins && modules == Modules::PerFilter {
@@ -326,6 +380,51 @@ routes:
         assert_eq!(get("nginx_http_wasm_response_body_buffers"), None);
         let text = render_text(&c, Form::FilterChains, Modules::Single).unwrap();
         assert!(text.contains("#   nginx_http_client_body_buffer_size = 64k"));
+    }
+
+    #[test]
+    fn https_upstreams_are_verified_or_refused() {
+        let text = "
+version: 1
+upstreams:
+  shop: https://shop.internal
+  idp: {url: 'https://127.0.0.1:9443', sni: idp.test, ca: /etc/idp/ca.pem}
+routes:
+  - {name: api, match: {prefix: /}, upstream: shop, filters: [headers]}
+";
+        let c = chain::load(text).unwrap();
+        let conf = settings(&c);
+        let get = |k: &str| conf.iter().find(|s| s.key == k).map(|s| s.value.clone());
+        assert_eq!(get("nginx_proxy_proxy_ssl_verify"), Some("on".into()));
+        assert_eq!(
+            get("nginx_proxy_proxy_ssl_trusted_certificate"),
+            Some(chain::SYSTEM_CA.into()),
+            "only the routes' upstreams count: idp is jwt's, which Kong calls by authority"
+        );
+        assert!(render_text(&c, Form::FilterChains, Modules::Single).is_ok());
+        // Plain http: nothing to verify.
+        let plain = chain::load(&text.replace("upstream: shop", "upstream: plain").replace(
+            "upstreams:\n",
+            "upstreams:\n  plain: 'http://127.0.0.1:8080'\n",
+        ))
+        .unwrap();
+        assert!(settings(&plain).iter().all(|s| !s.key.contains("ssl")));
+        // What Kong cannot do is refused, not dropped.
+        let sni = chain::load(&text.replace("upstream: shop", "upstream: idp")).unwrap();
+        let err = render_text(&sni, Form::FilterChains, Modules::Single).unwrap_err();
+        assert!(err.contains("not sni \"idp.test\""), "{err}");
+        let two = chain::load(
+            &format!(
+            "{text}  - {{name: b, match: {{prefix: /b/}}, upstream: lab, filters: [headers]}}\n"
+        )
+            .replace(
+                "upstreams:\n",
+                "upstreams:\n  lab: {url: 'https://lab.internal', ca: /etc/lab.pem}\n",
+            ),
+        )
+        .unwrap();
+        let err = render_text(&two, Form::FilterChains, Modules::Single).unwrap_err();
+        assert!(err.contains("different CA bundles"), "{err}");
     }
 
     #[test]
