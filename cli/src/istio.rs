@@ -464,11 +464,14 @@ pub fn for_mesh(chain: &Chain) -> (Chain, Vec<(String, Upstream)>) {
                 continue;
             };
             let cluster = mesh_cluster(u);
-            let mut at = &mut *config;
-            for key in field.split('.') {
-                at = &mut at[key];
+            // Only where the field is (a provider name with a dot, which
+            // jwt refuses anyway, leaves the config untouched).
+            if let Some(at) = field
+                .split('.')
+                .try_fold(&mut *config, |v, key| v.get_mut(key))
+            {
+                *at = json!(cluster);
             }
-            *at = json!(cluster);
             if !called.iter().any(|(n, _)| *n == name) {
                 called.push((name, u.clone()));
             }

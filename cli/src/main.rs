@@ -206,11 +206,10 @@ fn read(path: &Path) -> Result<String, Failure> {
 
 /// `file:line: problem` (the line where the problem was written, when the
 /// file shows it), each problem once.
-fn located(file: &Path, problems: &[Problem]) -> Vec<String> {
-    let text = std::fs::read_to_string(file).unwrap_or_default();
+fn located(file: &Path, text: &str, problems: &[Problem]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for p in problems {
-        let line = match check::line_of(&text, &p.at) {
+        let line = match check::line_of(text, &p.at) {
             Some(n) => format!("{}:{n}: {p}", file.display()),
             None => format!("{}: {p}", file.display()),
         };
@@ -224,12 +223,13 @@ fn located(file: &Path, problems: &[Problem]) -> Vec<String> {
 /// Loads a chain and checks its configs on `hosts`: nothing is rendered
 /// from a config a filter would refuse.
 fn load_checked(file: &Path, hosts: &[HostKind]) -> Result<Chain, Failure> {
-    let chain = chain::load(&read(file)?).map_err(|p| Failure::Invalid(located(file, &p)))?;
+    let text = read(file)?;
+    let chain = chain::load(&text).map_err(|p| Failure::Invalid(located(file, &text, &p)))?;
     let problems = check::check(&chain, hosts);
     if problems.is_empty() {
         Ok(chain)
     } else {
-        Err(Failure::Invalid(located(file, &problems)))
+        Err(Failure::Invalid(located(file, &text, &problems)))
     }
 }
 
@@ -266,8 +266,9 @@ fn run(command: Command) -> Result<(), Failure> {
         } => {
             let mut lines = Vec::new();
             for file in &files {
-                match chain::parse(&read(file)?) {
-                    Err(p) => lines.extend(located(file, &[p])),
+                let text = read(file)?;
+                match chain::parse(&text) {
+                    Err(p) => lines.extend(located(file, &text, &[p])),
                     Ok(parsed) => {
                         // Every problem at once: the chain's, and the
                         // configs of whatever resolved; render checks only
@@ -283,7 +284,7 @@ fn run(command: Command) -> Result<(), Failure> {
                         } else {
                             problems.extend(check::check(&c, &check::hosts(&platforms)));
                         }
-                        lines.extend(located(file, &problems));
+                        lines.extend(located(file, &text, &problems));
                     }
                 }
             }

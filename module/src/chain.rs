@@ -254,7 +254,8 @@ pub struct Tls {
 /// The CA bundle of Debian, Ubuntu and the Envoy images.
 pub const SYSTEM_CA: &str = "/etc/ssl/certs/ca-certificates.crt";
 
-/// The upstreams a control calls, from its config: `(field path, name)`.
+/// The upstreams a control calls, from its config: `(field path, name,
+/// whether it is a gRPC call)`.
 /// `palisade check` refuses a name `upstreams` lacks; `render` makes each a
 /// cluster (HTTP/2 for gRPC).
 pub fn service_refs(filter: &str, config: &Value) -> Vec<(String, String, bool)> {
@@ -652,7 +653,7 @@ pub fn resolve_all(file: &ChainFile) -> (Chain, Vec<Problem>) {
                 )
             })
     });
-    for (place, filter, config) in shared_uses.chain(route_uses).collect::<Vec<_>>() {
+    for (place, filter, config) in shared_uses.chain(route_uses) {
         for (field, name, grpc) in service_refs(filter.name, config) {
             match upstreams.get_mut(&name) {
                 Some(u) => u.http2 |= grpc,

@@ -128,12 +128,10 @@ fn calls_in_chain(
     host.host_calls.take()
 }
 
-const CONTROLS: [&str; 5] = ["errors", "headers", "jwt", "ratelimit", "schema"];
-
 #[test]
 fn no_control_makes_more_host_calls_in_the_chain_than_alone() {
     for kind in [HostKind::Envoy, HostKind::Kong] {
-        for name in CONTROLS {
+        for name in registry::FILTERS.iter().map(|f| f.name) {
             let config = bench_config(name);
             for i in 0..exchanges().len() {
                 let alone = calls_alone(name, &config, kind, i);
@@ -153,7 +151,7 @@ fn no_control_makes_more_host_calls_in_the_chain_than_alone() {
 
 #[test]
 fn published_decisions_cost_what_the_control_alone_pays() {
-    for name in CONTROLS {
+    for name in registry::FILTERS.iter().map(|f| f.name) {
         let config = bench_config(name);
         for i in 0..exchanges().len() {
             let alone = calls_alone(name, &config, HostKind::Envoy, i);
