@@ -289,6 +289,12 @@ impl HttpFilter for ChainFilter {
         self.with(|s| s.on_call_response(host, response))
     }
 
+    fn on_stream_done(&mut self, host: &mut dyn Host) {
+        if let Some(s) = self.stream.as_mut() {
+            s.on_stream_done(host);
+        }
+    }
+
     fn holder(&self) -> Option<&'static str> {
         self.stream.as_ref().and_then(runner::Stream::holder)
     }

@@ -350,4 +350,17 @@ impl Stream {
             None => Flow::Continue,
         }
     }
+
+    /// Every control hears that the stream ended, whether or not the
+    /// request reached it: one that never ran has nothing to release.
+    pub fn on_stream_done(&mut self, host: &mut dyn Host) {
+        for i in 0..self.len() {
+            let mut view = ChainHost {
+                inner: &mut *host,
+                memory: &mut self.memory,
+                publish: self.publish,
+            };
+            self.filters[i].on_stream_done(&mut view);
+        }
+    }
 }

@@ -1,7 +1,7 @@
 //! An in-memory [`Host`]: every filter decision is tested natively against it.
 
 pub mod exchange;
-pub use exchange::{run, ClientResponse, Exchange, Outcome};
+pub use exchange::{end_stream, run, ClientResponse, Exchange, Outcome};
 
 use crate::headers::{add, find, remove, set};
 use crate::host::{CallError, Headers, Host, HostKind, Level, Phase, Shared, SharedError};

@@ -61,6 +61,14 @@ pub trait HttpFilter {
         Flow::Continue
     }
 
+    /// The stream ended, however it ended: completed, reset by the client
+    /// or the upstream, timed out, or answered by another filter. Called
+    /// once per stream on both hosts (Envoy's and ngx_wasm_module's
+    /// `proxy_on_done`): what a request holds in shared state (an in-flight
+    /// slot, a reserved token) is given back here, never in a response
+    /// callback that a reset would skip.
+    fn on_stream_done(&mut self, _host: &mut dyn Host) {}
+
     /// The control that holds the stream after a Pause, when it is not the
     /// plugin itself (a chain names the control that stopped it): the
     /// glue's watchdog answers and logs in its name.

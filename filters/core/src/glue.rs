@@ -964,6 +964,10 @@ impl<P: Plugin> Context for PluginHttp<P> {
 
     fn on_done(&mut self) -> bool {
         self.release();
+        self.host.enter(Phase::Done);
+        if let Some(filter) = self.filter.as_mut() {
+            filter.on_stream_done(&mut self.host);
+        }
         true
     }
 }

@@ -41,6 +41,10 @@ pub enum Phase {
     ResponseHeaders,
     ResponseBody,
     ResponseTrailers,
+    /// The stream has ended, however it ended (completed, reset by either
+    /// side, timed out, refused by a later filter): held state is released
+    /// here. No header map or body is reachable.
+    Done,
 }
 
 /// What a host call touches, for [`Phase::allows`].

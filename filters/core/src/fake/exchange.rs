@@ -162,8 +162,26 @@ impl Outcome {
 }
 
 /// Runs the request through `filter`, then the upstream's answer (or the
-/// filter's local reply) back through it, as `host.kind` would.
+/// filter's local reply) back through it, as `host.kind` would. The stream
+/// then ends ([`end_stream`]), unless the filter waits for a call's answer:
+/// a hung exchange ends too, as the client or a timeout resets it.
 pub fn run(filter: &mut dyn HttpFilter, host: &mut FakeHost, ex: &Exchange) -> Outcome {
+    let out = exchange(filter, host, ex);
+    if !out.awaiting_call {
+        end_stream(filter, host);
+    }
+    out
+}
+
+/// The stream ends, however it ended: what both hosts' `proxy_on_done`
+/// tells the filter. Call it by hand after answering a call, or to stage a
+/// reset at any point of an exchange.
+pub fn end_stream(filter: &mut dyn HttpFilter, host: &mut FakeHost) {
+    host.phase = Phase::Done;
+    filter.on_stream_done(host);
+}
+
+fn exchange(filter: &mut dyn HttpFilter, host: &mut FakeHost, ex: &Exchange) -> Outcome {
     let kong = host.kind == HostKind::Kong;
     let mut out = Outcome::default();
     let body_len: usize = ex.request_body.iter().map(Vec::len).sum();
