@@ -10,6 +10,7 @@
 //! each write costs a host call and clears Envoy's route cache). Everything
 //! else goes to the proxy unchanged.
 
+use palisade_core::audit;
 use palisade_core::context::HEADER_PREFIX;
 use palisade_core::host::{CallError, Headers, Shared, SharedError};
 use palisade_core::{Host, HostKind, Level};
@@ -23,6 +24,8 @@ pub struct Memory {
     /// The proxy's route name, once read: the chain and every control that
     /// matches on it share one host call per request.
     route_name: RefCell<Option<Option<String>>>,
+    /// The audit record changed since it last reached the proxy.
+    audit_dirty: bool,
 }
 
 impl Memory {
@@ -31,6 +34,18 @@ impl Memory {
             .iter()
             .find(|(k, _)| k == key)
             .map(|(_, v)| v.as_slice())
+    }
+
+    /// The audit record, once per callback of the module however many
+    /// controls added to it (Envoy's filter state, for access logs: it
+    /// reaches the proxy whether or not decisions are published).
+    pub fn flush_audit(&mut self, host: &mut dyn Host) {
+        if std::mem::take(&mut self.audit_dirty) {
+            if let Some(record) = self.get(audit::PROPERTY) {
+                let record = record.to_vec();
+                host.set_property(&[audit::PROPERTY], &record);
+            }
+        }
     }
 
     fn set(&mut self, key: &str, value: &[u8]) {
@@ -160,6 +175,11 @@ impl Host for ChainHost<'_> {
         self.inner.set_request_body(start, len, data);
     }
     fn set_property(&mut self, path: &[&str], value: &[u8]) {
+        if path == [audit::PROPERTY] {
+            self.memory.set(audit::PROPERTY, value);
+            self.memory.audit_dirty = true;
+            return;
+        }
         if let Some(name) = in_memory(path) {
             self.memory.set(name, value);
             if !self.publish {

@@ -40,6 +40,8 @@ struct CompiledRoute {
     /// (even one that is not a path, such as `OPTIONS *`), so the path
     /// need not be read.
     catch_all: bool,
+    /// A control asks for `audit: all`: the chain logs let-through records.
+    audit_all: bool,
 }
 
 impl Rule for CompiledRoute {
@@ -170,12 +172,16 @@ impl Plugin for ChainPlugin {
             let catch_all = matcher.path.is_none()
                 && matches!(matcher.prefix.as_deref(), None | Some("" | "/"));
             let names = indexes.iter().map(|&c| controls[c].name()).collect();
+            let audit_all = indexes
+                .iter()
+                .any(|&c| controls[c].audit_mode() == palisade_core::audit::AuditMode::All);
             routes.push(CompiledRoute {
                 name: route.name.clone(),
                 matcher,
                 controls: indexes,
                 names,
                 catch_all,
+                audit_all,
             });
         }
         Ok(ChainPlugin {
@@ -231,9 +237,19 @@ pub struct ChainFilter {
 }
 
 impl ChainFilter {
-    fn with(&mut self, f: impl FnOnce(&mut runner::Stream) -> Flow) -> Flow {
+    /// Runs a callback through the stream, then sends the audit record on
+    /// if a control added to it.
+    fn with(
+        &mut self,
+        host: &mut dyn Host,
+        f: impl FnOnce(&mut runner::Stream, &mut dyn Host) -> Flow,
+    ) -> Flow {
         match self.stream.as_mut() {
-            Some(s) => f(s),
+            Some(s) => {
+                let flow = f(s, host);
+                s.flush_audit(host);
+                flow
+            }
             None => Flow::Continue,
         }
     }
@@ -261,32 +277,35 @@ impl HttpFilter for ChainFilter {
             Rc::clone(&route.names),
             plugin.publish,
             memory,
+            route.audit_all,
         ));
-        stream.on_request_headers(host, eos)
+        let flow = stream.on_request_headers(host, eos);
+        stream.flush_audit(host);
+        flow
     }
 
     fn on_request_body(&mut self, host: &mut dyn Host, size: usize, eos: bool) -> Flow {
-        self.with(|s| s.on_request_body(host, size, eos))
+        self.with(host, |s, host| s.on_request_body(host, size, eos))
     }
 
     fn on_request_trailers(&mut self, host: &mut dyn Host) -> Flow {
-        self.with(|s| s.on_request_trailers(host))
+        self.with(host, |s, host| s.on_request_trailers(host))
     }
 
     fn on_response_headers(&mut self, host: &mut dyn Host, eos: bool) -> Flow {
-        self.with(|s| s.on_response_headers(host, eos))
+        self.with(host, |s, host| s.on_response_headers(host, eos))
     }
 
     fn on_response_body(&mut self, host: &mut dyn Host, size: usize, eos: bool) -> Flow {
-        self.with(|s| s.on_response_body(host, size, eos))
+        self.with(host, |s, host| s.on_response_body(host, size, eos))
     }
 
     fn on_response_trailers(&mut self, host: &mut dyn Host) -> Flow {
-        self.with(|s| s.on_response_trailers(host))
+        self.with(host, |s, host| s.on_response_trailers(host))
     }
 
     fn on_call_response(&mut self, host: &mut dyn Host, response: CallResponse) -> Flow {
-        self.with(|s| s.on_call_response(host, response))
+        self.with(host, |s, host| s.on_call_response(host, response))
     }
 
     fn on_stream_done(&mut self, host: &mut dyn Host) {

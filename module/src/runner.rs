@@ -36,6 +36,8 @@ pub struct Stream {
     /// What the controls leave for each other (see [`crate::host`]).
     memory: Memory,
     publish: bool,
+    /// A control of the route asks for `audit: all`.
+    audit_all: bool,
     /// Controls `0..entered` let the request headers through.
     entered: usize,
     stop: Option<Stop>,
@@ -69,12 +71,14 @@ impl Stream {
         names: Rc<[&'static str]>,
         publish: bool,
         memory: Memory,
+        audit_all: bool,
     ) -> Stream {
         Stream {
             filters,
             names,
             memory,
             publish,
+            audit_all,
             entered: 0,
             stop: None,
             headers_eos: false,
@@ -362,5 +366,19 @@ impl Stream {
             };
             self.filters[i].on_stream_done(&mut view);
         }
+        self.flush_audit(host);
+        if self.audit_all {
+            let view = ChainHost {
+                inner: host,
+                memory: &mut self.memory,
+                publish: self.publish,
+            };
+            palisade_core::audit::finish(&view, &self.names);
+        }
+    }
+
+    /// Sends the audit record to the proxy if a control changed it.
+    pub fn flush_audit(&mut self, host: &mut dyn Host) {
+        self.memory.flush_audit(host);
     }
 }

@@ -13,6 +13,7 @@
 //! Filters may publish more under `x-palisade-<filter>-<key>`. The headers
 //! filter strips every client-sent `x-palisade-*` header by default.
 
+use crate::audit::{self, AuditMode, Facts};
 use crate::filter::Flow;
 use crate::host::{Host, Level};
 use crate::metrics::Metrics;
@@ -55,6 +56,8 @@ impl Denial {
 pub struct RequestContext {
     pub filter: &'static str,
     pub request_id: Option<String>,
+    /// What this control writes to the audit trail ([`crate::audit`]).
+    pub audit: AuditMode,
 }
 
 /// The request's method, normalised path and route name, owned.
@@ -109,7 +112,14 @@ impl RequestContext {
         RequestContext {
             filter,
             request_id: id,
+            audit: AuditMode::default(),
         }
+    }
+
+    /// The same context with the control's audit setting.
+    pub fn audited(mut self, audit: AuditMode) -> Self {
+        self.audit = audit;
+        self
     }
 
     /// The same, from a header list the filter already fetched: saves the
@@ -121,6 +131,7 @@ impl RequestContext {
                 crate::headers::find(headers, request_id::HEADER),
                 crate::headers::find(headers, request_id::TRACEPARENT),
             ),
+            audit: AuditMode::default(),
         }
     }
 
@@ -141,6 +152,30 @@ impl RequestContext {
         );
     }
 
+    /// The request passed this control: published, and added to the audit
+    /// record.
+    pub fn allow(&self, host: &mut dyn Host) {
+        self.allow_with(host, Facts::default());
+    }
+
+    /// The same, with what the control learnt (a verified identity, the
+    /// rate-limit keys that counted the request).
+    pub fn allow_with(&self, host: &mut dyn Host, facts: Facts) {
+        self.publish(host, "allow");
+        audit::record(host, self, "allow", None, facts);
+    }
+
+    /// An enforced denial's audit record and its log line (the line
+    /// `denied with <status> (<reason>)` when auditing is off). `level` is
+    /// the line's level without the audit trail: a flood of 429s must not
+    /// flood the log unless the operator asked for their records.
+    pub fn record_denial(&self, host: &mut dyn Host, status: u16, reason: &str, level: Level) {
+        match audit::record(host, self, "deny", Some(reason), Facts::default()) {
+            Some(rec) => rec.log(host),
+            None => self.log(host, level, &format!("denied with {status} ({reason})")),
+        }
+    }
+
     /// Denies the request, or in `dry_run` only logs, counts and publishes it.
     pub fn reject(
         &self,
@@ -158,14 +193,17 @@ impl RequestContext {
                 &format!("dry_run: would deny with {status} ({})", denial.reason),
             );
             self.publish(host, &format!("shadow-deny;reason={}", denial.reason));
+            audit::record(
+                host,
+                self,
+                "shadow-deny",
+                Some(denial.reason),
+                Facts::default(),
+            );
             return Flow::Continue;
         }
         metrics.inc(host, &format!("denied.{}", denial.reason));
-        self.log(
-            host,
-            Level::Info,
-            &format!("denied with {status} ({})", denial.reason),
-        );
+        self.record_denial(host, status, denial.reason, Level::Info);
         self.publish(host, &format!("deny;reason={}", denial.reason));
         let extra: Vec<(&str, &str)> = denial
             .headers

@@ -1,6 +1,7 @@
 //! What a filter implements: plain Rust over [`Host`], no proxy-wasm types, so
 //! the same code runs in Envoy, in Kong and in native tests.
 
+use crate::audit::AuditMode;
 use crate::config::ConfigError;
 use crate::host::{CallResponse, Host, HostKind};
 use std::rc::Rc;
@@ -112,6 +113,12 @@ pub trait Plugin: Sized + 'static {
         false
     }
 
+    /// The control's `audit` setting: with [`AuditMode::All`] the glue
+    /// writes the record's line when a let-through stream ends.
+    fn audit_mode(&self) -> AuditMode {
+        AuditMode::Denials
+    }
+
     /// How often [`Plugin::on_tick`] runs in each VM, read once after configure.
     fn tick_period_ms(&self) -> Option<u64> {
         None
@@ -137,6 +144,7 @@ pub trait Control {
     fn on_call_response(&self, host: &mut dyn Host, response: CallResponse);
     fn holds_request_headers(&self) -> bool;
     fn holds_response_headers(&self) -> bool;
+    fn audit_mode(&self) -> AuditMode;
 }
 
 impl<P: Plugin> Control for Rc<P> {
@@ -163,6 +171,9 @@ impl<P: Plugin> Control for Rc<P> {
     }
     fn holds_response_headers(&self) -> bool {
         P::holds_response_headers(self)
+    }
+    fn audit_mode(&self) -> AuditMode {
+        P::audit_mode(self)
     }
 }
 

@@ -5,6 +5,7 @@
 //! phase ([`Phase::allows`]), and body writes always cover the whole current
 //! buffer. The `Result`s left are for the statuses the SDK does return.
 
+use crate::audit::AuditMode;
 use crate::filter::{Flow, HttpFilter, Plugin};
 use crate::headers;
 use crate::host::{
@@ -186,6 +187,10 @@ pub struct ProxyWasmHost {
     replied: bool,
     request: RefCell<Option<Rc<Headers>>>,
     response: RefCell<Option<Rc<Headers>>>,
+    /// This stream's audit record as last written: Kong keeps no filter
+    /// state between filters (it declines unknown properties), so there the
+    /// record lives here, holding this module's own verdicts.
+    audit: Option<Vec<u8>>,
 }
 
 impl ProxyWasmHost {
@@ -208,6 +213,7 @@ impl ProxyWasmHost {
             replied: false,
             request: RefCell::new(None),
             response: RefCell::new(None),
+            audit: None,
         }
     }
 
@@ -414,6 +420,9 @@ impl Host for ProxyWasmHost {
     }
 
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+        if self.kind != HostKind::Envoy && path == [crate::audit::PROPERTY] {
+            return self.audit.clone();
+        }
         abi::get_property(path)
     }
 
@@ -476,6 +485,12 @@ impl Host for ProxyWasmHost {
     }
 
     fn set_property(&mut self, path: &[&str], value: &[u8]) {
+        if path == [crate::audit::PROPERTY] {
+            self.audit = Some(value.to_vec());
+            if self.kind != HostKind::Envoy {
+                return;
+            }
+        }
         if !abi::set_property(path, value) {
             self.log(
                 Level::Debug,
@@ -967,6 +982,9 @@ impl<P: Plugin> Context for PluginHttp<P> {
         self.host.enter(Phase::Done);
         if let Some(filter) = self.filter.as_mut() {
             filter.on_stream_done(&mut self.host);
+        }
+        if self.plugin.as_ref().map(|p| p.audit_mode()) == Some(AuditMode::All) {
+            crate::audit::finish(&self.host, &[P::NAME]);
         }
         true
     }

@@ -45,10 +45,25 @@ fn a_denial_answers_with_problem_json_and_the_request_id() {
         None,
         "the marker travels on the reply"
     );
+    // The denial's line is its audit record.
+    assert!(host.logged(
+        Level::Info,
+        r#"palisade.audit {"request_id":"rid-7","decisions":[{"control":"demo","verdict":"deny","reason":"too_big"}]}"#
+    ));
+}
+
+#[test]
+fn without_the_audit_trail_a_denial_logs_a_plain_line() {
+    let mut host = FakeHost::request("GET", "/x").with_request_header("x-request-id", "rid-7");
+    let (ctx, metrics) = setup(&mut host);
+    let ctx = ctx.audited(palisade_core::audit::AuditMode::Off);
+    ctx.reject(&mut host, &metrics, denial(), false);
     assert!(host.logged(
         Level::Info,
         "palisade.demo request_id=rid-7 denied with 413 (too_big)"
     ));
+    assert!(!host.logged(Level::Info, "palisade.audit"));
+    assert!(host.properties.is_empty(), "{:?}", host.properties);
 }
 
 #[test]

@@ -81,6 +81,10 @@ pub struct RawConfig {
     /// Decide, log and count, but change nothing.
     #[serde(default)]
     pub dry_run: bool,
+    /// The audit trail: `denials` (default) records every decision and logs
+    /// a line per denial; `all` also logs allowed requests; `off` neither.
+    #[serde(default)]
+    pub audit: palisade_core::audit::AuditMode,
     /// A compressed leak candidate that cannot be inflated completely within
     /// `scan_bytes` (unknown or stacked coding, corrupt, bigger): `mask` it
     /// or let it `pass` unscanned.
@@ -182,6 +186,7 @@ pub struct Config {
     pub scan_bytes: usize,
     pub log_body_bytes: usize,
     pub stream_content_types: Vec<String>,
+    pub audit: palisade_core::audit::AuditMode,
 }
 
 impl Config {
@@ -235,6 +240,7 @@ impl Config {
             leaks,
             scan_bytes: raw.scan_bytes,
             log_body_bytes: raw.log_body_bytes,
+            audit: raw.audit,
             stream_content_types: raw
                 .stream_content_types
                 .iter()

@@ -68,6 +68,10 @@ impl Plugin for ErrorsPlugin {
     /// `hold_headers` pauses a leak candidate's response headers until its
     /// body is scanned: without `allow_on_headers_stop_iteration` Envoy never
     /// delivers that body, and the glue's watchdog then answers and names it.
+    fn audit_mode(&self) -> palisade_core::audit::AuditMode {
+        self.config.audit
+    }
+
     fn holds_response_headers(&self) -> bool {
         let config = &self.config;
         config.default.hold_headers || config.rules.iter().any(|(_, p)| p.hold_headers)

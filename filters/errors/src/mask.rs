@@ -211,7 +211,7 @@ impl ErrorsFilter {
         self.rule = config.pick(&facts.input());
         self.grpc_request =
             grpc::is_grpc_content_type(host.request_header("content-type").as_deref());
-        self.ctx = Some(RequestContext::new(crate::NAME, host));
+        self.ctx = Some(RequestContext::new(crate::NAME, host).audited(config.audit));
     }
 
     /// When an earlier filter answered, our request phase never ran: the
@@ -225,6 +225,7 @@ impl ErrorsFilter {
         self.ctx = Some(RequestContext {
             filter: crate::NAME,
             request_id: id,
+            audit: self.plugin.config.audit,
         });
     }
 
@@ -232,8 +233,17 @@ impl ErrorsFilter {
         self.ctx.as_ref().and_then(|c| c.request_id.as_deref())
     }
 
+    /// Counts an event; a masking also goes to the audit record.
     fn count(&self, host: &mut dyn Host, event: &str) {
         self.plugin.metrics.inc(host, event);
+        let verdict = match event.split_once('.') {
+            Some(("masked", cause)) => Some(("masked", cause)),
+            Some(("shadow_masked", cause)) => Some(("shadow-masked", cause)),
+            _ => None,
+        };
+        if let (Some((verdict, cause)), Some(ctx)) = (verdict, &self.ctx) {
+            palisade_core::audit::record(host, ctx, verdict, Some(cause), Default::default());
+        }
     }
 
     fn log(&self, host: &dyn Host, level: Level, message: &str) {

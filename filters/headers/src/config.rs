@@ -20,6 +20,10 @@ pub struct Config {
     /// Decide, log and count, but change nothing and let every request through.
     #[serde(default)]
     pub dry_run: bool,
+    /// The audit trail: `denials` (default) records every decision and logs
+    /// a line per denial; `all` also logs allowed requests; `off` neither.
+    #[serde(default)]
+    pub audit: palisade_core::audit::AuditMode,
     /// Method overrides (`x-http-method-override`, `x-http-method`,
     /// `x-method-override` headers, `_method` query parameter): `strip` (the
     /// default) removes the headers; `keep` forwards them for upstreams that

@@ -104,6 +104,7 @@ pub struct HeadersPlugin {
     method_override: MethodOverride,
     metrics: Metrics,
     counters: Counters,
+    audit: palisade_core::audit::AuditMode,
 }
 
 impl HeadersPlugin {
@@ -156,6 +157,7 @@ impl HeadersPlugin {
             default,
             rules,
             counters: Counters::resolve(&metrics),
+            audit: config.audit,
             metrics,
         }
     }
@@ -220,6 +222,10 @@ impl Plugin for HeadersPlugin {
             state: None,
         }
     }
+
+    fn audit_mode(&self) -> palisade_core::audit::AuditMode {
+        self.audit
+    }
 }
 
 /// What the request phase decided, for the response phase.
@@ -241,7 +247,7 @@ impl HttpFilter for HeadersFilter {
         let headers = host.request_headers();
         let plugin = self.plugin.clone();
         let counters = plugin.counters;
-        let ctx = RequestContext::from_headers(NAME, &headers);
+        let ctx = RequestContext::from_headers(NAME, &headers).audited(plugin.audit);
         // Every request needs both (TRACE is refused by default, `_method`
         // is read from the query): free on Envoy, one host call each on Kong.
         let raw_method = pseudo(host, &headers, ":method");
@@ -306,7 +312,7 @@ impl HttpFilter for HeadersFilter {
 
         // After stripping: a client-sent `x-palisade-headers` is gone by now.
         if !shadowed {
-            ctx.publish(host, "allow");
+            ctx.allow(host);
         }
         self.state = Some(Chosen {
             policy,

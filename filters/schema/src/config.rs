@@ -31,6 +31,10 @@ pub struct Config {
     /// Decide, log and count, but let every request through (shadow mode).
     #[serde(default)]
     pub dry_run: bool,
+    /// The audit trail: `denials` (default) records every decision and logs
+    /// a line per denial; `all` also logs allowed requests; `off` neither.
+    #[serde(default)]
+    pub audit: palisade_core::audit::AuditMode,
     /// Largest body the filter buffers and validates; larger ones get 413.
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: u64,
@@ -65,6 +69,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             dry_run: false,
+            audit: Default::default(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             unmatched: Unmatched::default(),
             limits: Limits::default(),

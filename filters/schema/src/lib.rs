@@ -52,6 +52,7 @@ pub struct SchemaPlugin {
     contract: Contract,
     needs_route_name: bool,
     metrics: Metrics,
+    audit: palisade_core::audit::AuditMode,
     /// `hold_headers` ignored on a host that cannot hold: said once per VM.
     hold_ignored_logged: Cell<bool>,
 }
@@ -77,6 +78,7 @@ impl SchemaPlugin {
         Ok(SchemaPlugin {
             needs_route_name: contract.needs_route_name(),
             metrics: Metrics::define(host, NAME, &[], &check::REASONS),
+            audit: config.audit,
             contract,
             hold_ignored_logged: Cell::new(false),
         })
@@ -138,6 +140,10 @@ impl Plugin for SchemaPlugin {
     fn holds_request_headers(&self) -> bool {
         self.contract.hold_headers
     }
+
+    fn audit_mode(&self) -> palisade_core::audit::AuditMode {
+        self.audit
+    }
 }
 
 /// Where one request stands.
@@ -187,12 +193,12 @@ impl HttpFilter for SchemaFilter {
         let facts = RouteFacts::read(host, plugin.needs_route_name);
         let raw_path = host.request_header_str(":path").unwrap_or_default();
         let body = body_facts(host, end_of_stream);
-        let ctx = RequestContext::new(NAME, host);
+        let ctx = RequestContext::new(NAME, host).audited(self.plugin.audit);
         self.state = State::Done;
         match check::on_headers(&plugin.contract, &facts.input(), &raw_path, &body) {
             HeadersOutcome::Pass(op) => {
                 if op.is_some() {
-                    ctx.publish(host, "allow");
+                    ctx.allow(host);
                 }
                 Flow::Continue
             }
@@ -288,7 +294,7 @@ impl SchemaFilter {
             None => {
                 // Forwarded headers cannot change any more.
                 if hold {
-                    ctx.publish(host, "allow");
+                    ctx.allow(host);
                 }
                 Flow::Continue
             }
@@ -316,14 +322,17 @@ fn reject(
         metrics.inc(host, &format!("shadow_denied.{}", denial.reason));
         let message = format!("dry_run: would deny with {status} ({})", denial.reason);
         ctx.log(host, Level::Warn, &message);
+        palisade_core::audit::record(
+            host,
+            ctx,
+            "shadow-deny",
+            Some(denial.reason),
+            Default::default(),
+        );
         return Flow::Continue;
     }
     metrics.inc(host, &format!("denied.{}", denial.reason));
-    ctx.log(
-        host,
-        Level::Info,
-        &format!("denied with {status} ({})", denial.reason),
-    );
+    ctx.record_denial(host, status, denial.reason, Level::Info);
     let extra: Vec<(&str, &str)> = denial
         .headers
         .iter()
