@@ -367,13 +367,10 @@ impl Stream {
             self.filters[i].on_stream_done(&mut view);
         }
         self.flush_audit(host);
+        // From the proxy, not memory: a module after this one (Envoy's
+        // filter state) may have added to the record since.
         if self.audit_all {
-            let view = ChainHost {
-                inner: host,
-                memory: &mut self.memory,
-                publish: self.publish,
-            };
-            palisade_core::audit::finish(&view, &self.names);
+            palisade_core::audit::finish(host, &self.names);
         }
     }
 

@@ -505,6 +505,9 @@ pub struct EnvoyConfig {
     pub listener_extra: Option<Value>,
     /// Merged into the bootstrap's root.
     pub bootstrap_extra: Option<Value>,
+    /// `--file-flush-interval-msec` (Envoy's default: 10 s), for tests that
+    /// read an access-log file.
+    pub file_flush_interval_ms: Option<u64>,
 }
 
 impl Default for EnvoyConfig {
@@ -522,6 +525,7 @@ impl Default for EnvoyConfig {
             hcm_extra: None,
             listener_extra: None,
             bootstrap_extra: None,
+            file_flush_interval_ms: None,
         }
     }
 }
@@ -606,6 +610,12 @@ impl EnvoyConfig {
     /// Merges `extra` into the bootstrap root (e.g. `stats_config`).
     pub fn bootstrap_extra(mut self, extra: Value) -> EnvoyConfig {
         self.bootstrap_extra = Some(extra);
+        self
+    }
+
+    /// Sets `--file-flush-interval-msec`.
+    pub fn file_flush_interval(mut self, interval: Duration) -> EnvoyConfig {
+        self.file_flush_interval_ms = Some(interval.as_millis() as u64);
         self
     }
 

@@ -99,6 +99,10 @@ impl Envoy {
             args.push("--component-log-level".into());
             args.push(levels.clone());
         }
+        if let Some(ms) = config.file_flush_interval_ms {
+            args.push("--file-flush-interval-msec".into());
+            args.push(ms.to_string());
+        }
 
         let image = std::env::var("PALISADE_ENVOY_IMAGE")
             .ok()

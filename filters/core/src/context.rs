@@ -169,8 +169,15 @@ impl RequestContext {
     /// `denied with <status> (<reason>)` when auditing is off). `level` is
     /// the line's level without the audit trail: a flood of 429s must not
     /// flood the log unless the operator asked for their records.
-    pub fn record_denial(&self, host: &mut dyn Host, status: u16, reason: &str, level: Level) {
-        match audit::record(host, self, "deny", Some(reason), Facts::default()) {
+    pub fn record_denial(
+        &self,
+        host: &mut dyn Host,
+        status: u16,
+        reason: &str,
+        level: Level,
+        facts: Facts,
+    ) {
+        match audit::record(host, self, "deny", Some(reason), facts) {
             Some(rec) => rec.log(host),
             None => self.log(host, level, &format!("denied with {status} ({reason})")),
         }
@@ -184,6 +191,18 @@ impl RequestContext {
         denial: Denial,
         dry_run: bool,
     ) -> Flow {
+        self.reject_with(host, metrics, denial, dry_run, Facts::default())
+    }
+
+    /// The same, with what the control learnt for the audit record.
+    pub fn reject_with(
+        &self,
+        host: &mut dyn Host,
+        metrics: &Metrics,
+        denial: Denial,
+        dry_run: bool,
+        facts: Facts,
+    ) -> Flow {
         let status = denial.problem.status;
         if dry_run {
             metrics.inc(host, &format!("shadow_denied.{}", denial.reason));
@@ -193,17 +212,11 @@ impl RequestContext {
                 &format!("dry_run: would deny with {status} ({})", denial.reason),
             );
             self.publish(host, &format!("shadow-deny;reason={}", denial.reason));
-            audit::record(
-                host,
-                self,
-                "shadow-deny",
-                Some(denial.reason),
-                Facts::default(),
-            );
+            audit::record(host, self, "shadow-deny", Some(denial.reason), facts);
             return Flow::Continue;
         }
         metrics.inc(host, &format!("denied.{}", denial.reason));
-        self.record_denial(host, status, denial.reason, Level::Info);
+        self.record_denial(host, status, denial.reason, Level::Info, facts);
         self.publish(host, &format!("deny;reason={}", denial.reason));
         let extra: Vec<(&str, &str)> = denial
             .headers

@@ -37,6 +37,10 @@ pub struct Config {
     /// Decide, log and count, but let every request through.
     #[serde(default)]
     pub dry_run: bool,
+    /// The audit trail: `denials` (default) records every decision and logs
+    /// a line per denial; `all` also logs allowed requests; `off` neither.
+    #[serde(default)]
+    pub audit: palisade_core::audit::AuditMode,
     /// `realm` of the `WWW-Authenticate` challenges.
     #[serde(default = "default_realm")]
     pub realm: String,

@@ -49,7 +49,7 @@ pub const NAME: &str = "jwt";
 /// Property (Envoy filter state) holding the verified token's claims as a
 /// JSON object, for later filters of the same request (`ratelimit` keys by
 /// `sub` from it): `get_property(["palisade_jwt_claims"])`.
-pub const CLAIMS_PROPERTY: &str = "palisade_jwt_claims";
+pub const CLAIMS_PROPERTY: &str = palisade_core::audit::CLAIMS_PROPERTY;
 
 /// How often each VM looks at its remote key sets.
 pub const TICK_MS: u64 = 500;
@@ -136,6 +136,7 @@ pub struct JwtPlugin {
     unmatched: Unmatched,
     bypass_cors: bool,
     dry_run: bool,
+    audit: palisade_core::audit::AuditMode,
     realm: String,
     /// Decided per request from the stream's host: the root cannot tell
     /// Kong from Envoy before the first request, and calling
@@ -350,6 +351,7 @@ impl JwtPlugin {
             unmatched: config.unmatched.unwrap_or_default(),
             bypass_cors: config.bypass_cors_preflight,
             dry_run: config.dry_run,
+            audit: config.audit,
             realm: config.realm.clone(),
             backend: config.signature_backend,
             remotes: remotes(config),
@@ -633,6 +635,10 @@ impl Plugin for JwtPlugin {
         check_host(self.backend, &self.remotes, kind)
     }
 
+    fn audit_mode(&self) -> palisade_core::audit::AuditMode {
+        self.audit
+    }
+
     fn new_filter(plugin: &Rc<Self>) -> JwtFilter {
         JwtFilter {
             plugin: plugin.clone(),
@@ -774,7 +780,7 @@ impl JwtPlugin {
         }
         if let Some((_, verified)) = met.first() {
             host.set_property(&[CLAIMS_PROPERTY], &verified.claims_json);
-            ctx.publish(host, "allow");
+            ctx.allow(host);
             self.counters.allowed.add(host, 1);
         }
     }
@@ -784,7 +790,7 @@ impl HttpFilter for JwtFilter {
     fn on_request_headers(&mut self, host: &mut dyn Host, _end_of_stream: bool) -> Flow {
         let headers = host.request_headers();
         let plugin = self.plugin.clone();
-        let ctx = RequestContext::from_headers(NAME, &headers);
+        let ctx = RequestContext::from_headers(NAME, &headers).audited(plugin.audit);
         // A client must never forge an identity header, whatever the route.
         if host.kind().strips_request_headers_by_overwrite()
             && palisade_core::headers::repeated(&headers, |n| {

@@ -29,6 +29,10 @@ pub struct Config {
     /// Decide, count and log, but never deny (shadow mode).
     #[serde(default)]
     pub dry_run: bool,
+    /// The audit trail: `denials` (default) records every decision and logs
+    /// a line per denial; `all` also logs allowed requests; `off` neither.
+    #[serde(default)]
+    pub audit: palisade_core::audit::AuditMode,
     /// First match wins; a request matching no rule gets `limits`.
     #[serde(default)]
     pub rules: Vec<RuleConfig>,

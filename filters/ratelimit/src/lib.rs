@@ -26,6 +26,7 @@ use config::{
     OnMissingKey, ResponseHeaders,
 };
 use key::{Key, KeyInput};
+use palisade_core::audit::Facts;
 use palisade_core::config::ConfigError;
 use palisade_core::context::{RouteFacts, DENIED_BY_HEADER};
 use palisade_core::host::{CallResponse, Headers};
@@ -102,6 +103,8 @@ impl Counters {
 #[derive(Debug)]
 struct CompiledLimit {
     name: String,
+    /// `<name>:<key part labels>`: what the audit record names, never a value.
+    audit_label: String,
     parts: Vec<KeyPart>,
     rate: Rate,
     limited: Counter,
@@ -136,6 +139,7 @@ pub struct RateLimitPlugin {
     table: Table,
     needs_route_name: bool,
     needs_claims_property: bool,
+    audit: palisade_core::audit::AuditMode,
     metrics: Metrics,
     counters: Counters,
     /// The spoofable-address warning was logged (once per VM).
@@ -168,6 +172,15 @@ impl RateLimitPlugin {
                     .iter()
                     .map(|l| CompiledLimit {
                         name: l.name.clone(),
+                        audit_label: format!(
+                            "{}:{}",
+                            l.name,
+                            l.key
+                                .iter()
+                                .map(KeyPart::label)
+                                .collect::<Vec<_>>()
+                                .join("+")
+                        ),
                         parts: l.key.clone(),
                         rate: Rate::of(l),
                         limited: metrics.counter(&format!("limited.{}", l.name)),
@@ -217,6 +230,7 @@ impl RateLimitPlugin {
         Ok(RateLimitPlugin {
             needs_route_name,
             needs_claims_property,
+            audit: config.audit,
             counters: Counters::resolve(&metrics),
             warned_client_ip_from_xff: Cell::new(false),
             metrics,
@@ -232,7 +246,24 @@ impl RateLimitPlugin {
     }
 }
 
+/// Audit facts naming the limits that counted a request.
+fn audited(rate_limits: Vec<String>) -> Facts {
+    Facts {
+        rate_limits,
+        ..Facts::default()
+    }
+}
+
 impl RateLimitPlugin {
+    /// A limit's audit label (`<name>:<key part labels>`), by its name.
+    fn audit_label(&self, name: &str) -> Option<String> {
+        self.rules
+            .iter()
+            .flat_map(|r| r.limits.iter())
+            .find(|l| l.name == name)
+            .map(|l| l.audit_label.clone())
+    }
+
     /// Counts a `client_ip` read from the client's own `X-Forwarded-For`
     /// and warns once per VM. Not refused: the proxy's setting is at fault,
     /// and its operator must see it rather than their clients.
@@ -267,6 +298,10 @@ impl Plugin for RateLimitPlugin {
     fn configure(config: &[u8], host: &mut dyn Host) -> Result<Self, ConfigError> {
         let config: Config = palisade_core::config::load(config)?;
         RateLimitPlugin::new(&config, host)
+    }
+
+    fn audit_mode(&self) -> palisade_core::audit::AuditMode {
+        self.audit
     }
 
     fn new_filter(plugin: &Rc<Self>) -> RateLimitFilter {
@@ -312,7 +347,7 @@ impl HttpFilter for RateLimitFilter {
             return Flow::Continue;
         };
         let rule = &plugin.rules[rule_index];
-        let ctx = RequestContext::new(NAME, host);
+        let ctx = RequestContext::new(NAME, host).audited(plugin.audit);
         let grpc = answer::is_grpc(host.request_header("content-type").as_deref());
         let headers = host.request_headers();
         let kind = host.kind();
@@ -568,7 +603,11 @@ impl RateLimitFilter {
     fn admit(&mut self, host: &mut dyn Host, ctx: &RequestContext, limits: &[LimitState]) -> Flow {
         self.plugin.counters.allowed.add(host, 1);
         self.fields = answer::fields(self.plugin.style, limits);
-        ctx.publish(host, "allow");
+        let labels = limits
+            .iter()
+            .filter_map(|s| self.plugin.audit_label(&s.name))
+            .collect();
+        ctx.allow_with(host, audited(labels));
         Flow::Continue
     }
 
@@ -603,7 +642,8 @@ impl RateLimitFilter {
         if rule.dry_run {
             self.fields = answer::fields(plugin.style, std::slice::from_ref(&state));
         }
-        self.deny(host, ctx, denial, rule.dry_run, grpc)
+        let facts = audited(vec![l.audit_label.clone()]);
+        self.deny_with(host, ctx, denial, rule.dry_run, grpc, facts)
     }
 
     /// Enforces (or in dry run, records) a denial; gRPC callers get theirs
@@ -616,13 +656,28 @@ impl RateLimitFilter {
         dry_run: bool,
         grpc: bool,
     ) -> Flow {
+        self.deny_with(host, ctx, denial, dry_run, grpc, Facts::default())
+    }
+
+    /// The same, with the limits the audit record names.
+    fn deny_with(
+        &mut self,
+        host: &mut dyn Host,
+        ctx: &RequestContext,
+        denial: Denial,
+        dry_run: bool,
+        grpc: bool,
+        facts: Facts,
+    ) -> Flow {
         if dry_run || (!grpc && denial.reason != answer::LIMITED) {
-            return ctx.reject(host, &self.plugin.metrics, denial, dry_run);
+            return ctx.reject_with(host, &self.plugin.metrics, denial, dry_run, facts);
         }
         // 429s are this filter's routine answer, and under attack they are
-        // most answers: logged at debug (an info line per 429 would let a
-        // flood fill the proxy's log), counted through a resolved counter,
-        // and not published (no later filter or upstream sees the request).
+        // most answers: counted through a resolved counter and not published
+        // (no later filter or upstream sees the request). Each is logged as
+        // its audit record, which is what auditing denials asks for; with
+        // `audit: off` the line drops to debug, so a flood cannot fill the
+        // proxy's log.
         if denial.reason == answer::LIMITED {
             self.plugin.counters.denied_limited.add(host, 1);
         } else {
@@ -630,10 +685,12 @@ impl RateLimitFilter {
                 .metrics
                 .inc(host, &format!("denied.{}", denial.reason));
         }
-        ctx.log(
+        ctx.record_denial(
             host,
+            denial.problem.status,
+            denial.reason,
             Level::Debug,
-            &format!("denied with {} ({})", denial.problem.status, denial.reason),
+            facts,
         );
         if !grpc {
             let extra: Vec<(&str, &str)> = denial

@@ -332,7 +332,7 @@ fn reject(
         return Flow::Continue;
     }
     metrics.inc(host, &format!("denied.{}", denial.reason));
-    ctx.record_denial(host, status, denial.reason, Level::Info);
+    ctx.record_denial(host, status, denial.reason, Level::Info, Default::default());
     let extra: Vec<(&str, &str)> = denial
         .headers
         .iter()
