@@ -270,6 +270,12 @@ def chain_file(configs: dict, order: list, publish_decisions: bool = False) -> s
     })
 
 
+def with_audit_all(configs: dict) -> dict:
+    """Each control's config with `"audit": "all"`: every request gets a
+    decision record (Envoy filter state) and a log line."""
+    return {n: json.dumps({**json.loads(c), "audit": "all"}) for n, c in configs.items()}
+
+
 def single_module(dist: Path, configs: dict, order: list, publish_decisions: bool = False) -> list:
     """The HCM filter list running `order` inside `dist/palisade.wasm`, as
     `palisade render envoy` would (allow_on_headers_stop_iteration only where
@@ -478,8 +484,31 @@ def build_variants(dist: Path, overrides: dict) -> tuple[list[Variant], list[str
                 note="five modules, HCM order " + ", ".join(order) + with_token,
             )
         )
+        audited = with_audit_all({n: filters[n][1] for n in order})
+        v.append(
+            Variant(
+                "chain-audit",
+                "whole chain (" + " → ".join(order) + "), audit: all",
+                http_filters=[wasm_filter(n, filters[n][0], audited[n]) for n in order],
+                modules=[filters[n][0] for n in order],
+                request_headers=chain_headers,
+                note="the chain variant with \"audit\": \"all\" in every control (a record and a "
+                     "log line per request)" + with_token,
+            )
+        )
         if one.is_file():
             configs = {n: filters[n][1] for n in order}
+            v.append(
+                Variant(
+                    "one-chain-audit",
+                    "palisade.wasm: whole chain (" + " → ".join(order) + "), audit: all",
+                    http_filters=single_module(dist, with_audit_all(configs), order),
+                    modules=[one],
+                    request_headers=chain_headers,
+                    modules_variant="chain-audit",
+                    note="the one-chain variant with \"audit\": \"all\" in every control" + with_token,
+                )
+            )
             for key, publish in (("one-chain", False), ("one-chain-publish", True)):
                 v.append(
                     Variant(
@@ -1166,6 +1195,8 @@ def single_module_lines(variants, runs, errors) -> list:
         "A palisade.wasm whole chain, B native jwt_authn RS256 distinct tokens", 1.0, "≤ 1.0×")
     row("one-chain", "chain", "A palisade.wasm whole chain, B the five modules")
     row("one-chain-publish", "one-chain", "A palisade.wasm whole chain with publish_decisions, B without")
+    row("one-chain-audit", "one-chain", "A palisade.wasm whole chain with audit: all, B without")
+    row("chain-audit", "chain", "A five modules with audit: all, B without")
     for v in ones:
         if v.key.startswith("one-chain"):
             continue
