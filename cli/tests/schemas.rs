@@ -254,6 +254,8 @@ fn refused() -> Vec<(&'static str, Value)> {
         cases.push((f.name, json!({"rules": [{"match": {"prefx": "/"}}]})));
         cases.push((f.name, json!({"rules": [{"match": {"methods": ["GTE"]}}]})));
         cases.push((f.name, json!({"dry_run": "yes"})));
+        cases.push((f.name, json!({"audit": "everything"})));
+        cases.push((f.name, json!({"audit": true})));
     }
     cases.extend([
         ("headers", json!({"request": {"allowed_methods": ["GTE"]}})),
@@ -399,4 +401,19 @@ fn chains_palisade_refuses_are_refused_by_the_chain_schema() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn every_control_knows_the_audit_field_and_names_it_when_refused() {
+    for f in registry::FILTERS {
+        let schema = (f.schema)();
+        assert!(
+            schema.to_string().contains("\"audit\""),
+            "the {} schema lacks `audit`",
+            f.name
+        );
+        let err = (f.check)(br#"{"audit": "loud"}"#, HostKind::Envoy).unwrap_err();
+        assert_eq!(err.path, "audit", "{}: {err}", f.name);
+        assert!(err.message.contains("all"), "{}: {err}", f.name);
+    }
 }
