@@ -674,9 +674,16 @@ fn max_in_flight_admits_four_at_once_and_client_resets_never_leak_a_place() {
         &EnvoyConfig::new()
             .concurrency(2)
             .upstream(&upstream)
+            .route(Route::prefix("timeout", "/backend/timeout").timeout(Duration::from_millis(300)))
+            .route(Route::prefix("default", "/"))
             .wasm(ratelimit(&config)),
     );
     let slow = [("x-echo-delay-ms", "1500")];
+    // Upstream timeouts (Envoy's own 504) give their places back too.
+    let hung = [("x-echo-delay-ms", "3000")];
+    let counts = concurrent(&envoy, "/backend/timeout", &hung, 4);
+    assert_eq!(counts.get(&504), Some(&4), "{counts:?}");
+    assert_eq!(all_released(&envoy), 4);
     for round in 0..2 {
         let counts = concurrent(&envoy, "/backend", &slow, 12);
         assert_eq!(counts.get(&200), Some(&4), "round {round}: {counts:?}");
