@@ -222,6 +222,26 @@ mod tests {
     }
 
     #[test]
+    fn in_flight_refusals_are_429_per_client_and_503_route_wide_in_both_protocols() {
+        let keyed = in_flight("per-key", 2, false);
+        let wide = in_flight("backend", 20, true);
+        assert_eq!((keyed.problem.status, wide.problem.status), (429, 503));
+        for d in [&keyed, &wide] {
+            assert_eq!(d.reason, IN_FLIGHT);
+            assert_eq!(d.headers, vec![("retry-after", "1".to_string())]);
+        }
+        let grpc_status = |d: &Denial| {
+            grpc_reply(d)
+                .1
+                .into_iter()
+                .find(|(n, _)| *n == "grpc-status")
+                .map(|(_, v)| v)
+        };
+        assert_eq!(grpc_status(&keyed).as_deref(), Some("8"));
+        assert_eq!(grpc_status(&wide).as_deref(), Some("14"));
+    }
+
+    #[test]
     fn grpc_requests_get_resource_exhausted_trailers_only() {
         assert!(is_grpc(Some(b"application/grpc")));
         assert!(is_grpc(Some(b"application/grpc+proto")));
