@@ -9,6 +9,14 @@ header, whose value alternates between two clients (`a`, `b`).
 - this filter, never limiting (local mode: shared-data CAS per request),
   without response fields like the native filter, and with the default
   `draft` RateLimit fields;
+- this filter with `count` (lockout after failures) never counting: every
+  request reserves a token and gets it back in its response (two CAS), and
+  with `max_in_flight` never refusing: every request takes a place and gives
+  it back when its stream ends; each reported over `rl-open` (their
+  baseline), the same filter with a plain rate: the extra cost of the new
+  path. (The in-flight refusal is the 429 path's cost, `rl-limited`: with
+  `direct_response` a request ends before the next one starts on the
+  worker, so no config refuses every request deterministically.)
 - this filter, limiting (one token a day for everyone: every request but the
   first is a 429), to compare the cost of a 429 with a proxied request:
   this filter letting requests through to a real upstream (a second Envoy),
@@ -60,6 +68,23 @@ def filter_config(requests: int, per_s: int, key: list, fields: str = "none") ->
     })
 
 
+def count_config() -> str:
+    """A lockout limit whose statuses never occur: reserve, then give back."""
+    return json.dumps({
+        "rules": [{"limits": [{"name": "bench", "key": [{"header": HEADER}], "requests": HUGE,
+                               "per_s": 1, "count": {"response_status": [401, 403]}}]}],
+        "response_headers": "none",
+    })
+
+
+def in_flight_config() -> str:
+    """A concurrency limit never reached: take a place, give it back at the end."""
+    return json.dumps({
+        "rules": [{"limits": [{"name": "bench", "key": [{"header": HEADER}], "max_in_flight": 1000}]}],
+        "response_headers": "none",
+    })
+
+
 def variants(ctx):
     wasm = ctx.dist / "palisade_ratelimit.wasm"
     if not wasm.is_file():
@@ -90,6 +115,20 @@ def variants(ctx):
                                           filter_config(HUGE, 1, [{"header": HEADER}], "draft"))],
             rotate_header=rotate, modules=[wasm],
             note="the default response_headers (draft): two more header writes per response",
+        ),
+        ctx.Variant(
+            "rl-count-refund", "ratelimit: local, count (lockout), never counting",
+            http_filters=[ctx.wasm_filter("ratelimit", wasm, count_config())],
+            rotate_header=rotate, modules=[wasm], baseline="rl-open",
+            note="reserve a token at the request, give it back on the 200 (a second CAS); "
+                 "reported over rl-open",
+        ),
+        ctx.Variant(
+            "rl-in-flight", "ratelimit: local, max_in_flight, never refusing",
+            http_filters=[ctx.wasm_filter("ratelimit", wasm, in_flight_config())],
+            rotate_header=rotate, modules=[wasm], baseline="rl-open",
+            note="take a place at the request, give it back when the stream ends (proxy_on_done); "
+                 "reported over rl-open",
         ),
         ctx.Variant(
             "rl-limited", "ratelimit: local, limiting every request (429)",

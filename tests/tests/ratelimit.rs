@@ -582,3 +582,157 @@ fn two_envoys_share_one_global_limit_through_redis_and_failures_follow_on_error(
     let prom = deny.admin_get("/stats/prometheus");
     assert!(prom.contains("palisade_ratelimit_global_error"));
 }
+
+/// Lockout after failures: `count` spends a token only on 401/403 answers.
+#[test]
+fn failed_logins_lock_the_client_out_until_the_window_refills() {
+    let upstream = Upstream::start();
+    // Three failures per 9 s: a token comes back every 3 s.
+    let config = json!({"rules": [{"match": {"prefix": "/login", "methods": ["POST"]},
+        "limits": [{"name": "login-failures", "key": [{"header": "x-api-key"}],
+                    "requests": 3, "per_s": 9, "count": {"response_status": [401, 403]}}]}]});
+    let envoy = Envoy::start(
+        &EnvoyConfig::new()
+            .upstream(&upstream)
+            .wasm(ratelimit(&config)),
+    );
+    let login = envoy.url("/login");
+    let right = |client: &'static str| [("x-api-key", client)];
+    // The upstream answers 401 to a wrong password.
+    let wrong = |client: &'static str| [("x-api-key", client), ("x-echo-status", "401")];
+    for _ in 0..8 {
+        let r = request("POST", &login, &right("alice"), b"{}");
+        assert_eq!(r.status, 200, "successes spend nothing: {}", r.text());
+    }
+    for _ in 0..3 {
+        assert_eq!(request("POST", &login, &wrong("alice"), b"{}").status, 401);
+    }
+    upstream.clear_received();
+    let r = request("POST", &login, &right("alice"), b"{}");
+    assert_eq!(
+        r.status,
+        429,
+        "locked out despite the right password: {}",
+        r.text()
+    );
+    let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=3).contains(&retry), "{retry}");
+    assert_eq!(r.header("content-type"), Some("application/problem+json"));
+    assert!(r
+        .header("ratelimit")
+        .unwrap()
+        .starts_with("\"login-failures\";r=0;t="));
+    assert!(
+        upstream.received().is_empty(),
+        "a locked-out request reached the upstream"
+    );
+    // Another client is not affected.
+    assert_eq!(request("POST", &login, &right("bob"), b"{}").status, 200);
+    assert_eq!(request("POST", &login, &wrong("bob"), b"{}").status, 401);
+    // When a token is back: one more attempt, and only one failure.
+    std::thread::sleep(Duration::from_secs(retry));
+    assert_eq!(request("POST", &login, &right("alice"), b"{}").status, 200);
+    assert_eq!(request("POST", &login, &wrong("alice"), b"{}").status, 401);
+    assert_eq!(request("POST", &login, &right("alice"), b"{}").status, 429);
+    assert_eq!(stat(&envoy, "counted", 5), 5);
+    assert_eq!(stat(&envoy, "refunded", 10), 10);
+    assert_eq!(stat(&envoy, "limited.login-failures", 2), 2);
+}
+
+/// Sends `n` requests at once to `path` (a fresh connection each); statuses seen.
+fn concurrent(envoy: &Envoy, path: &str, headers: &[(&str, &str)], n: usize) -> BTreeMap<u16, u64> {
+    burst(&envoy.url(path), headers, n, 1)
+}
+
+/// Waits until every place taken in flight was given back.
+fn all_released(envoy: &Envoy) -> u64 {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let admitted = envoy
+            .counter(&format!("{STAT}in_flight_admitted"))
+            .unwrap_or(0);
+        let released = envoy
+            .counter(&format!("{STAT}in_flight_released"))
+            .unwrap_or(0);
+        if admitted == released || Instant::now() > deadline {
+            assert_eq!(admitted, released, "places still held");
+            return admitted;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Concurrency limits: at most 4 requests in flight, however they end.
+#[test]
+fn max_in_flight_admits_four_at_once_and_client_resets_never_leak_a_place() {
+    let upstream = Upstream::start();
+    let config = json!({"rules": [
+        {"match": {"prefix": "/backend"}, "limits": [{"name": "backend", "key": [], "max_in_flight": 4}]},
+        {"match": {"prefix": "/per-client"},
+         "limits": [{"name": "per-client", "key": [{"header": "x-api-key"}], "max_in_flight": 4}]}]});
+    let envoy = Envoy::start(
+        &EnvoyConfig::new()
+            .concurrency(2)
+            .upstream(&upstream)
+            .route(Route::prefix("timeout", "/backend/timeout").timeout(Duration::from_millis(300)))
+            .route(Route::prefix("default", "/"))
+            .wasm(ratelimit(&config)),
+    );
+    let slow = [("x-echo-delay-ms", "1500")];
+    // Upstream timeouts (Envoy's own 504) give their places back too.
+    let hung = [("x-echo-delay-ms", "3000")];
+    let counts = concurrent(&envoy, "/backend/timeout", &hung, 4);
+    assert_eq!(counts.get(&504), Some(&4), "{counts:?}");
+    assert_eq!(all_released(&envoy), 4);
+    for round in 0..2 {
+        let counts = concurrent(&envoy, "/backend", &slow, 12);
+        assert_eq!(counts.get(&200), Some(&4), "round {round}: {counts:?}");
+        assert_eq!(counts.get(&503), Some(&8), "round {round}: {counts:?}");
+        all_released(&envoy);
+    }
+    let keyed = [("x-echo-delay-ms", "1500"), ("x-api-key", "k1")];
+    let counts = concurrent(&envoy, "/per-client", &keyed, 12);
+    assert_eq!(counts.get(&200), Some(&4), "{counts:?}");
+    assert_eq!(counts.get(&429), Some(&8), "{counts:?}");
+    let r = get(&envoy.url("/per-client"), &[("x-api-key", "k2")]);
+    assert_eq!(r.status, 200, "another client has its own places");
+    let admitted_before = all_released(&envoy);
+
+    // 200 requests admitted, then abandoned by their clients while the
+    // upstream still works on them: 50 waves of 4.
+    let addr = envoy.listener_addr();
+    let raw = b"GET /backend HTTP/1.1\r\nhost: test\r\nx-echo-delay-ms: 3000\r\n\r\n";
+    for wave in 0..50 {
+        let conns: Vec<std::net::TcpStream> = (0..4)
+            .map(|_| {
+                let mut c = std::net::TcpStream::connect(addr).unwrap();
+                std::io::Write::write_all(&mut c, raw).unwrap();
+                c
+            })
+            .collect();
+        // Each one holds a place once the filter has seen it.
+        let deadline = Instant::now() + WAIT;
+        let want = admitted_before + 4 * (wave + 1);
+        while envoy
+            .counter(&format!("{STAT}in_flight_admitted"))
+            .unwrap_or(0)
+            < want
+        {
+            assert!(Instant::now() < deadline, "wave {wave}: not admitted");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        for c in conns {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+        assert_eq!(all_released(&envoy), want, "wave {wave}");
+    }
+    let counts = concurrent(&envoy, "/backend", &slow, 12);
+    assert_eq!(counts.get(&200), Some(&4), "after 200 resets: {counts:?}");
+    assert_eq!(counts.get(&503), Some(&8), "after 200 resets: {counts:?}");
+    all_released(&envoy);
+    assert_eq!(
+        envoy.counter(&format!("{STAT}in_flight_release_failed")),
+        Some(0)
+    );
+    assert!(stat(&envoy, "in_flight_refused", 24) >= 24);
+}

@@ -22,7 +22,8 @@ use palisade_core::Denial;
 pub const LIMITED: &str = "rate_limited";
 pub const MISSING_KEY: &str = "missing_key";
 pub const UNAVAILABLE: &str = "limiter_unavailable";
-pub const REASONS: [&str; 3] = [LIMITED, MISSING_KEY, UNAVAILABLE];
+pub const IN_FLIGHT: &str = "in_flight_limited";
+pub const REASONS: [&str; 4] = [LIMITED, MISSING_KEY, UNAVAILABLE, IN_FLIGHT];
 
 /// gRPC's status for "out of quota".
 pub const GRPC_RESOURCE_EXHAUSTED: &str = "8";
@@ -108,6 +109,23 @@ pub fn limited(
     denial
 }
 
+/// Too many requests in flight: 429 when the limit is keyed (this client
+/// sends too much at once), 503 when it is route-wide (`key: []`: the
+/// backend's capacity is used up, whoever the client). `Retry-After: 1`:
+/// a place frees as soon as any request ends.
+pub fn in_flight(limit: &str, max: u64, route_wide: bool) -> Denial {
+    let problem = if route_wide {
+        Problem::of_kind(503, "concurrency-limited", "Service Unavailable").detail(format!(
+            "limit \"{limit}\" allows {max} requests in flight on this route; retry in 1 s"
+        ))
+    } else {
+        Problem::of_kind(429, "concurrency-limited", "Too Many Requests").detail(format!(
+            "limit \"{limit}\" allows {max} requests in flight per client; retry in 1 s"
+        ))
+    };
+    Denial::new(problem, IN_FLIGHT).header("retry-after", "1")
+}
+
 /// 400: the request lacks what the limit counts by (`on_missing_key: deny`).
 pub fn missing_key(limit: &str) -> Denial {
     Denial::new(
@@ -138,6 +156,8 @@ pub fn is_grpc(content_type: Option<&[u8]>) -> bool {
 /// The trailers-only gRPC form of a denial: status, then headers.
 pub fn grpc_reply(denial: &Denial) -> (u16, Vec<(&'static str, String)>) {
     let (code, message) = match denial.problem.status {
+        429 if denial.reason == IN_FLIGHT => (GRPC_RESOURCE_EXHAUSTED, "too many in flight"),
+        503 if denial.reason == IN_FLIGHT => ("14", "too many in flight"),
         429 => (GRPC_RESOURCE_EXHAUSTED, "rate limited"),
         503 => ("14", "rate limiter unavailable"),
         _ => ("3", "rate limit key missing"),
@@ -199,6 +219,26 @@ mod tests {
         let d = limited(&state("a", 0, 0), 0, ResponseHeaders::None, &[]);
         assert_eq!(d.problem.status, 429);
         assert_eq!(d.headers, vec![("retry-after", "1".to_string())]);
+    }
+
+    #[test]
+    fn in_flight_refusals_are_429_per_client_and_503_route_wide_in_both_protocols() {
+        let keyed = in_flight("per-key", 2, false);
+        let wide = in_flight("backend", 20, true);
+        assert_eq!((keyed.problem.status, wide.problem.status), (429, 503));
+        for d in [&keyed, &wide] {
+            assert_eq!(d.reason, IN_FLIGHT);
+            assert_eq!(d.headers, vec![("retry-after", "1".to_string())]);
+        }
+        let grpc_status = |d: &Denial| {
+            grpc_reply(d)
+                .1
+                .into_iter()
+                .find(|(n, _)| *n == "grpc-status")
+                .map(|(_, v)| v)
+        };
+        assert_eq!(grpc_status(&keyed).as_deref(), Some("8"));
+        assert_eq!(grpc_status(&wide).as_deref(), Some("14"));
     }
 
     #[test]

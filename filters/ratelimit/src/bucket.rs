@@ -48,8 +48,10 @@ impl Rate {
         }
     }
 
-    pub fn of(limit: &LimitConfig) -> Rate {
-        Rate::new(limit.requests, limit.per_s, limit.capacity())
+    /// The limit's rate; `None` for a limit with only `max_in_flight`.
+    pub fn of(limit: &LimitConfig) -> Option<Rate> {
+        let (requests, per_s) = limit.rate()?;
+        Some(Rate::new(requests, per_s, limit.capacity()))
     }
 
     /// Takes one token from a bucket whose TAT is `tat` (0: never used).

@@ -94,7 +94,8 @@ impl Rule for RuleConfig {
     }
 }
 
-/// `requests` per `per_s` seconds for each distinct key, up to `burst` at once.
+/// `requests` per `per_s` seconds for each distinct key, up to `burst` at once;
+/// and/or at most `max_in_flight` requests of a key at once.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LimitConfig {
@@ -102,17 +103,41 @@ pub struct LimitConfig {
     pub name: String,
     /// The parts that together identify who is counted; `[]` is one bucket for all.
     pub key: Vec<KeyPart>,
-    pub requests: u64,
-    pub per_s: u64,
+    /// Tokens per window (with `per_s`); optional when `max_in_flight` is set.
+    pub requests: Option<u64>,
+    /// The window in seconds (with `requests`).
+    pub per_s: Option<u64>,
     /// Bucket capacity; defaults to `requests`.
     pub burst: Option<u64>,
+    /// Spend tokens only on these responses (lockout after failures)
+    /// instead of on every request.
+    pub count: Option<CountConfig>,
+    /// At most this many requests of one key at once (concurrency limit).
+    pub max_in_flight: Option<u64>,
+}
+
+/// Which answers spend a token: a request reserves one, and gets it back
+/// when its response status is not listed.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CountConfig {
+    /// Statuses that spend the token (e.g. `[401, 403]` for failed logins).
+    pub response_status: Vec<u16>,
 }
 
 impl LimitConfig {
+    /// `(requests, per_s)` when the limit has a rate.
+    pub fn rate(&self) -> Option<(u64, u64)> {
+        Some((self.requests?, self.per_s?))
+    }
+
     pub fn capacity(&self) -> u64 {
-        self.burst.unwrap_or(self.requests)
+        self.burst.or(self.requests).unwrap_or(1)
     }
 }
+
+/// Upper bound of `max_in_flight`.
+pub const MAX_IN_FLIGHT: u64 = 1_000_000;
 
 /// One part of a limit's key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -400,6 +425,23 @@ impl Validate for Config {
             for (j, limit) in limits.iter().enumerate() {
                 let at = format!("{at}limits[{j}]");
                 limit.check().map_err(|e| e.within(&at))?;
+                if self.mode == Mode::Global {
+                    if limit.count.is_some() {
+                        return Err(ConfigError::new(
+                            format!("{at}.count"),
+                            "not available with \"mode\": \"global\": a rate-limit service \
+                             cannot give a token back when the response is not counted; \
+                             use \"mode\": \"local\"",
+                        ));
+                    }
+                    if limit.max_in_flight.is_some() {
+                        return Err(ConfigError::new(
+                            format!("{at}.max_in_flight"),
+                            "not available with \"mode\": \"global\": requests in flight \
+                             are counted in this proxy's shared data; use \"mode\": \"local\"",
+                        ));
+                    }
+                }
                 if names.contains(&limit.name.as_str()) {
                     return Err(ConfigError::new(
                         format!("{at}.name"),
@@ -476,7 +518,46 @@ impl LimitConfig {
                 "must be 1-64 characters of A-Z a-z 0-9 - _ (it becomes a metric name)",
             ));
         }
-        for (field, value) in [("requests", Some(self.requests)), ("burst", self.burst)] {
+        match (self.requests, self.per_s, self.max_in_flight) {
+            (None, None, None) => {
+                return Err(ConfigError::new(
+                    "",
+                    "a limit needs a rate (`requests` and `per_s`), `max_in_flight`, or both",
+                ))
+            }
+            (Some(_), None, _) => {
+                return Err(ConfigError::new("per_s", "required with `requests`"))
+            }
+            (None, Some(_), _) => {
+                return Err(ConfigError::new("requests", "required with `per_s`"))
+            }
+            _ => {}
+        }
+        if self.requests.is_none() {
+            for (field, set) in [
+                ("burst", self.burst.is_some()),
+                ("count", self.count.is_some()),
+            ] {
+                if set {
+                    return Err(ConfigError::new(
+                        field,
+                        "needs a rate: set `requests` and `per_s`",
+                    ));
+                }
+            }
+        }
+        if let Some(max) = self.max_in_flight {
+            if !(1..=MAX_IN_FLIGHT).contains(&max) {
+                return Err(ConfigError::new(
+                    "max_in_flight",
+                    format!("must be between 1 and {MAX_IN_FLIGHT}"),
+                ));
+            }
+        }
+        if let Some(count) = &self.count {
+            count.check().map_err(|e| e.within("count"))?;
+        }
+        for (field, value) in [("requests", self.requests), ("burst", self.burst)] {
             match value {
                 Some(0) => return Err(ConfigError::new(field, "must be > 0")),
                 Some(v) if v > MAX_REQUESTS => {
@@ -488,10 +569,10 @@ impl LimitConfig {
                 _ => {}
             }
         }
-        if self.per_s == 0 {
+        if self.per_s == Some(0) {
             return Err(ConfigError::new("per_s", "must be > 0"));
         }
-        if self.per_s > MAX_PER_S {
+        if self.per_s.is_some_and(|p| p > MAX_PER_S) {
             return Err(ConfigError::new(
                 "per_s",
                 format!("must be <= {MAX_PER_S} (a year)"),
@@ -539,6 +620,27 @@ impl LimitConfig {
                 return Err(ConfigError::new(at, "listed twice"));
             }
             seen.push(part);
+        }
+        Ok(())
+    }
+}
+
+impl CountConfig {
+    fn check(&self) -> Result<(), ConfigError> {
+        if self.response_status.is_empty() {
+            return Err(ConfigError::new(
+                "response_status",
+                "must not be empty: list the statuses that spend a token",
+            ));
+        }
+        for (i, status) in self.response_status.iter().enumerate() {
+            let at = format!("response_status[{i}]");
+            if !(100..=599).contains(status) {
+                return Err(ConfigError::new(at, "must be an HTTP status (100-599)"));
+            }
+            if self.response_status[..i].contains(status) {
+                return Err(ConfigError::new(at, "listed twice"));
+            }
         }
         Ok(())
     }

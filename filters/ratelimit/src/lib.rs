@@ -8,6 +8,13 @@
 //! ([`global`]). Over the limit: 429 problem+json with `Retry-After`, or
 //! gRPC `RESOURCE_EXHAUSTED` ([`answer`]).
 //!
+//! A limit with `count` spends its token only on the listed response
+//! statuses (lockout after failed logins): the token is reserved at the
+//! request, so concurrent guesses never exceed the bucket, and given back
+//! when the response is not counted or the stream ends without one. A limit
+//! with `max_in_flight` caps a key's concurrent requests; the place is held
+//! until the stream ends, however it ends ([`HttpFilter::on_stream_done`]).
+//!
 //! Pure core, thin glue: every decision is plain Rust over [`Host`], tested
 //! natively with `FakeHost`; the proxy-wasm adapter is the core's
 //! `export_plugin!`. See README.md for the config reference.
@@ -44,8 +51,15 @@ pub const NAME: &str = "ratelimit";
 
 /// Events counted besides `denied.<reason>`, `shadow_denied.<reason>` and the
 /// per-limit `limited.<name>` / `shadow_limited.<name>`.
-pub const EVENTS: [&str; 8] = [
+pub const EVENTS: [&str; 15] = [
     "allowed",
+    "refunded",
+    "counted",
+    "in_flight_admitted",
+    "in_flight_released",
+    "in_flight_refused",
+    "in_flight_table_full",
+    "in_flight_release_failed",
     "evicted",
     "contention",
     "store_unavailable",
@@ -82,6 +96,19 @@ struct Counters {
     global_fallback_local: Counter,
     client_ip_from_xff: Counter,
     denied_limited: Counter,
+    denied_in_flight: Counter,
+    /// Reserved tokens given back (response not counted, or none came).
+    refunded: Counter,
+    /// Reserved tokens kept: the response was one the limit counts.
+    counted: Counter,
+    /// Places taken and given back: their difference is in flight now.
+    in_flight_admitted: Counter,
+    in_flight_released: Counter,
+    in_flight_refused: Counter,
+    /// Refused because the key's slot was full of other keys' live counts.
+    in_flight_table_full: Counter,
+    /// A place could not be given back (store lost it or races never won).
+    in_flight_release_failed: Counter,
 }
 
 impl Counters {
@@ -96,6 +123,14 @@ impl Counters {
             global_fallback_local: m.counter("global_fallback_local"),
             client_ip_from_xff: m.counter(CLIENT_IP_FROM_XFF),
             denied_limited: m.counter(&format!("denied.{}", answer::LIMITED)),
+            denied_in_flight: m.counter(&format!("denied.{}", answer::IN_FLIGHT)),
+            refunded: m.counter("refunded"),
+            counted: m.counter("counted"),
+            in_flight_admitted: m.counter("in_flight_admitted"),
+            in_flight_released: m.counter("in_flight_released"),
+            in_flight_refused: m.counter("in_flight_refused"),
+            in_flight_table_full: m.counter("in_flight_table_full"),
+            in_flight_release_failed: m.counter("in_flight_release_failed"),
         }
     }
 }
@@ -106,7 +141,13 @@ struct CompiledLimit {
     /// `<name>:<key part labels>`: what the audit record names, never a value.
     audit_label: String,
     parts: Vec<KeyPart>,
-    rate: Rate,
+    /// `None`: the limit only caps requests in flight.
+    rate: Option<Rate>,
+    /// Statuses that spend the token; empty: every request does.
+    count: Rc<[u16]>,
+    max_in_flight: Option<u64>,
+    /// `key: []`: one count for the whole route (the backend's capacity).
+    route_wide: bool,
     limited: Counter,
     shadow_limited: Counter,
 }
@@ -137,6 +178,8 @@ pub struct RateLimitPlugin {
     mode: Mode,
     global: Option<GlobalConfig>,
     table: Table,
+    /// Requests in flight per key (`max_in_flight`).
+    flights: Table,
     needs_route_name: bool,
     needs_claims_property: bool,
     audit: palisade_core::audit::AuditMode,
@@ -183,6 +226,12 @@ impl RateLimitPlugin {
                         ),
                         parts: l.key.clone(),
                         rate: Rate::of(l),
+                        count: l.count.as_ref().map_or_else(
+                            || Rc::from(&[][..]),
+                            |c| Rc::from(&c.response_status[..]),
+                        ),
+                        max_in_flight: l.max_in_flight,
+                        route_wide: l.key.is_empty(),
                         limited: metrics.counter(&format!("limited.{}", l.name)),
                         shadow_limited: metrics.counter(&format!("shadow_limited.{}", l.name)),
                     })
@@ -207,10 +256,24 @@ impl RateLimitPlugin {
             config.local.entries_per_slot,
             host.kind().shared_key(NAME, "slot."),
         );
+        let flights = Table::new(
+            config.local.slots,
+            config.local.entries_per_slot,
+            host.kind().shared_key(NAME, "flight."),
+        );
         let local_needed = config.mode == Mode::Local
             || config.global.as_ref().map(|g| g.on_error) == Some(OnError::Local);
+        let in_flight_needed = rules
+            .iter()
+            .flat_map(|r| r.limits.iter())
+            .any(|l| l.max_in_flight.is_some());
         if local_needed && !rules.is_empty() {
-            table.create_slots(host).map_err(|_| {
+            let created = table.create_slots(host);
+            let created = match created {
+                Ok(_) if in_flight_needed => flights.create_slots(host),
+                other => other,
+            };
+            created.map_err(|_| {
                 ConfigError::new(
                     "mode",
                     format!(
@@ -242,6 +305,7 @@ impl RateLimitPlugin {
             mode: config.mode,
             global: config.global.clone(),
             table,
+            flights,
         })
     }
 }
@@ -309,6 +373,8 @@ impl Plugin for RateLimitPlugin {
             plugin: plugin.clone(),
             fields: Vec::new(),
             pending: None,
+            reserved: Vec::new(),
+            in_flight: Vec::new(),
         }
     }
 }
@@ -330,6 +396,11 @@ pub struct RateLimitFilter {
     /// Rate-limit fields for the response of an admitted request.
     fields: Vec<(&'static str, String)>,
     pending: Option<Pending>,
+    /// Tokens of `count` limits reserved by this request, until its
+    /// response status says whether they are spent: (statuses, bucket).
+    reserved: Vec<(Rc<[u16]>, Want)>,
+    /// Keys this request holds a place in flight for, until the stream ends.
+    in_flight: Vec<[u8; 32]>,
 }
 
 impl HttpFilter for RateLimitFilter {
@@ -400,13 +471,21 @@ impl HttpFilter for RateLimitFilter {
         }
         match (&plugin.mode, &plugin.global) {
             (Mode::Global, Some(global)) => {
+                // Global mode refuses limits without a rate at config time.
+                let keys: Vec<(usize, Key)> = keys
+                    .into_iter()
+                    .filter(|(i, _)| rule.limits[*i].rate.is_some())
+                    .collect();
                 let asks: Vec<global::LimitAsk<'_>> = keys
                     .iter()
-                    .map(|(i, k)| global::LimitAsk {
-                        name: &rule.limits[*i].name,
-                        key: k,
-                        requests: rule.limits[*i].rate.requests,
-                        per_s: rule.limits[*i].rate.per_s,
+                    .filter_map(|(i, k)| {
+                        let rate = rule.limits[*i].rate?;
+                        Some(global::LimitAsk {
+                            name: &rule.limits[*i].name,
+                            key: k,
+                            requests: rate.requests,
+                            per_s: rate.per_s,
+                        })
                     })
                     .collect();
                 let message = global::request(&global.domain, &asks);
@@ -480,14 +559,9 @@ impl HttpFilter for RateLimitFilter {
                     .zip(states)
                     .filter_map(|((i, _), s)| {
                         let l = &rule.limits[*i];
+                        let rate = l.rate?;
                         s.map(|(remaining, reset_ns)| {
-                            LimitState::new(
-                                &l.name,
-                                l.rate.requests,
-                                l.rate.per_s,
-                                remaining,
-                                reset_ns,
-                            )
+                            LimitState::new(&l.name, rate.requests, rate.per_s, remaining, reset_ns)
                         })
                     })
                     .collect();
@@ -512,7 +586,37 @@ impl HttpFilter for RateLimitFilter {
         for (name, value) in std::mem::take(&mut self.fields) {
             host.set_response_header(name, value.as_bytes());
         }
+        if !self.reserved.is_empty() {
+            let status = host.response_status();
+            let (counted, back): (Vec<_>, Vec<_>) = std::mem::take(&mut self.reserved)
+                .into_iter()
+                .partition(|(statuses, _)| statuses.contains(&status));
+            self.plugin.counters.counted.add(host, counted.len());
+            self.give_back(host, back);
+        }
         Flow::Continue
+    }
+
+    fn on_stream_done(&mut self, host: &mut dyn Host) {
+        // No response headers reached this filter (reset, timeout): the
+        // request was not answered, so nothing it reserved is spent.
+        let reserved = std::mem::take(&mut self.reserved);
+        self.give_back(host, reserved);
+        let held = std::mem::take(&mut self.in_flight);
+        self.plugin.leave_all(host, &held);
+    }
+}
+
+impl RateLimitPlugin {
+    /// Gives back the places `held` in flight, counting each.
+    fn leave_all(&self, host: &mut dyn Host, held: &[[u8; 32]]) {
+        for digest in held {
+            if self.flights.leave(host, digest) {
+                self.counters.in_flight_released.add(host, 1);
+            } else {
+                self.counters.in_flight_release_failed.add(host, 1);
+            }
+        }
     }
 }
 
@@ -527,23 +631,78 @@ impl RateLimitFilter {
     ) -> Flow {
         let plugin = self.plugin.clone();
         let rule = &plugin.rules[rule_index];
-        let wants: Vec<Want> = keys
+        // Places in flight first: giving one back when a rate then refuses
+        // is one CAS, and a request refused here spends no token.
+        let mut held: Vec<[u8; 32]> = Vec::new();
+        for (i, k) in keys {
+            let Some(max) = rule.limits[*i].max_in_flight else {
+                continue;
+            };
+            let refused = match plugin.flights.enter(host, &k.digest, max) {
+                table::Entered::Held => {
+                    held.push(k.digest);
+                    false
+                }
+                table::Entered::AtLimit => true,
+                table::Entered::SlotFull => {
+                    plugin.counters.in_flight_table_full.add(host, 1);
+                    ctx.log(
+                        host,
+                        Level::Warn,
+                        "in-flight table slot full of other keys: refused (raise local.slots)",
+                    );
+                    true
+                }
+                table::Entered::Contended => {
+                    plugin.counters.contention.add(host, 1);
+                    true
+                }
+                table::Entered::Unavailable => {
+                    plugin.counters.store_unavailable.add(host, 1);
+                    false
+                }
+            };
+            if refused {
+                plugin.leave_all(host, &held);
+                return self.in_flight_limited(host, rule_index, *i, ctx, grpc);
+            }
+        }
+        plugin.counters.in_flight_admitted.add(host, held.len());
+        let rated: Vec<(usize, Want)> = keys
             .iter()
-            .map(|(i, k)| Want {
-                digest: k.digest,
-                rate: rule.limits[*i].rate,
+            .filter_map(|(i, k)| {
+                rule.limits[*i].rate.map(|rate| {
+                    (
+                        *i,
+                        Want {
+                            digest: k.digest,
+                            rate,
+                        },
+                    )
+                })
             })
             .collect();
+        if rated.is_empty() {
+            self.in_flight = held;
+            return self.admit(host, ctx, &[]);
+        }
+        let wants: Vec<Want> = rated.iter().map(|(_, w)| *w).collect();
         let now = host.now_nanos();
         match plugin.table.admit(host, &wants, now) {
             Outcome::Admitted { state, evicted } => {
                 plugin.counters.evicted.add(host, evicted as usize);
-                let limits: Vec<LimitState> = keys
+                self.in_flight = held;
+                self.reserved = rated
+                    .iter()
+                    .filter(|(i, _)| !rule.limits[*i].count.is_empty())
+                    .map(|(i, w)| (Rc::clone(&rule.limits[*i].count), *w))
+                    .collect();
+                let limits: Vec<LimitState> = rated
                     .iter()
                     .zip(state)
-                    .map(|((i, _), (remaining, next_ns))| {
+                    .map(|((i, w), (remaining, next_ns))| {
                         let l = &rule.limits[*i];
-                        LimitState::new(&l.name, l.rate.requests, l.rate.per_s, remaining, next_ns)
+                        LimitState::new(&l.name, w.rate.requests, w.rate.per_s, remaining, next_ns)
                     })
                     .collect();
                 self.admit(host, ctx, &limits)
@@ -552,16 +711,19 @@ impl RateLimitFilter {
                 index,
                 retry_after_ns,
             } => {
-                let limit = keys.get(index).map(|(i, _)| *i).unwrap_or(0);
+                plugin.leave_all(host, &held);
+                let limit = rated.get(index).map(|(i, _)| *i).unwrap_or(0);
                 self.limited(host, rule_index, limit, retry_after_ns, ctx, grpc)
             }
             Outcome::Contended => {
+                plugin.leave_all(host, &held);
                 plugin.counters.contention.add(host, 1);
                 ctx.log(host, Level::Warn, "lost every shared-data race: refused");
-                let limit = keys.first().map(|(i, _)| *i).unwrap_or(0);
+                let limit = rated.first().map(|(i, _)| *i).unwrap_or(0);
                 self.limited(host, rule_index, limit, 1_000_000_000, ctx, grpc)
             }
             Outcome::Unavailable => {
+                self.in_flight = held;
                 plugin.counters.store_unavailable.add(host, 1);
                 ctx.log(
                     host,
@@ -571,6 +733,43 @@ impl RateLimitFilter {
                 self.admit(host, ctx, &[])
             }
         }
+    }
+
+    /// Gives back reserved tokens whose response was not counted.
+    fn give_back(&mut self, host: &mut dyn Host, reserved: Vec<(Rc<[u16]>, Want)>) {
+        if reserved.is_empty() {
+            return;
+        }
+        let wants: Vec<Want> = reserved.into_iter().map(|(_, w)| w).collect();
+        let now = host.now_nanos();
+        self.plugin.table.give_back(host, &wants, now);
+        self.plugin.counters.refunded.add(host, wants.len());
+    }
+
+    /// Limit `limit` of rule `rule_index` has `max_in_flight` requests of
+    /// this key in flight (or could not count this one).
+    fn in_flight_limited(
+        &mut self,
+        host: &mut dyn Host,
+        rule_index: usize,
+        limit: usize,
+        ctx: &RequestContext,
+        grpc: bool,
+    ) -> Flow {
+        let plugin = self.plugin.clone();
+        let rule = &plugin.rules[rule_index];
+        let Some(l) = rule.limits.get(limit) else {
+            return Flow::Continue;
+        };
+        if rule.dry_run {
+            l.shadow_limited.add(host, 1);
+        } else {
+            l.limited.add(host, 1);
+            plugin.counters.in_flight_refused.add(host, 1);
+        }
+        let denial = answer::in_flight(&l.name, l.max_in_flight.unwrap_or(0), l.route_wide);
+        let facts = audited(vec![l.audit_label.clone()]);
+        self.deny_with(host, ctx, denial, rule.dry_run, grpc, facts)
     }
 
     fn on_global_error(
@@ -626,12 +825,15 @@ impl RateLimitFilter {
         let Some(l) = rule.limits.get(limit) else {
             return Flow::Continue;
         };
+        let Some(rate) = l.rate else {
+            return Flow::Continue;
+        };
         if rule.dry_run {
             l.shadow_limited.add(host, 1);
         } else {
             l.limited.add(host, 1);
         }
-        let state = LimitState::new(&l.name, l.rate.requests, l.rate.per_s, 0, retry_after_ns);
+        let state = LimitState::new(&l.name, rate.requests, rate.per_s, 0, retry_after_ns);
         let retry_after_s = bucket::ceil_secs(retry_after_ns);
         let denial = answer::limited(
             &state,
@@ -669,7 +871,8 @@ impl RateLimitFilter {
         grpc: bool,
         facts: Facts,
     ) -> Flow {
-        if dry_run || (!grpc && denial.reason != answer::LIMITED) {
+        let routine = denial.reason == answer::LIMITED || denial.reason == answer::IN_FLIGHT;
+        if dry_run || (!grpc && !routine) {
             return ctx.reject_with(host, &self.plugin.metrics, denial, dry_run, facts);
         }
         // 429s are this filter's routine answer, and under attack they are
@@ -680,6 +883,8 @@ impl RateLimitFilter {
         // proxy's log.
         if denial.reason == answer::LIMITED {
             self.plugin.counters.denied_limited.add(host, 1);
+        } else if denial.reason == answer::IN_FLIGHT {
+            self.plugin.counters.denied_in_flight.add(host, 1);
         } else {
             self.plugin
                 .metrics

@@ -29,6 +29,18 @@
 //! When a rule has limits in several slots and a later slot's write loses,
 //! the earlier writes are refunded before the retry: in that short window a
 //! concurrent request may see one token fewer (stricter), never more.
+//!
+//! ## Refunds
+//! A limit with `count` reserves its token at the request and gives it back
+//! ([`Table::give_back`]) when the response is not one it counts: the same
+//! CAS path as the refund above, so reservations stay exact under races.
+//!
+//! ## Requests in flight
+//! A table under its own prefix (`flight.<n>`) keeps, per key, how many
+//! requests are in flight instead of a TAT ([`Table::enter`],
+//! [`Table::leave`]). An entry at 0 is dropped. A slot full of live counts
+//! refuses a new key rather than forget a live count, which would let that
+//! key exceed its limit.
 
 use crate::bucket::{Rate, Verdict};
 use palisade_core::host::{Shared, SharedError};
@@ -89,10 +101,26 @@ pub enum Outcome {
     Unavailable,
 }
 
+/// What [`Table::enter`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entered {
+    /// Counted: the request holds a place until [`Table::leave`].
+    Held,
+    /// `max` requests of this key are in flight; nothing was counted.
+    AtLimit,
+    /// The key's slot is full of other keys' live counts; nothing was counted.
+    SlotFull,
+    /// The races were never won in [`MAX_ATTEMPTS`]; nothing was counted.
+    Contended,
+    /// The host has no usable shared data.
+    Unavailable,
+}
+
 /// A slot's decoded entries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Entry {
     fingerprint: u64,
+    /// The bucket's TAT; in an in-flight table, the count.
     tat: u64,
 }
 
@@ -192,6 +220,83 @@ impl Table {
             }
         }
         Outcome::Contended
+    }
+
+    /// Gives one token back to every bucket of `wants` (a reserved token
+    /// whose response was not counted, or a stream that ended without one).
+    pub fn give_back<S: Store + ?Sized>(&self, store: &mut S, wants: &[Want], now: u64) {
+        let located: Vec<(u32, u64)> = wants.iter().map(|w| self.locate(&w.digest)).collect();
+        let mut slots: Vec<u32> = Vec::new();
+        for (slot, _) in &located {
+            if !slots.contains(slot) {
+                slots.push(*slot);
+            }
+        }
+        self.refund(store, &slots, wants, &located, now);
+    }
+
+    /// One more request of `digest` in flight, unless `max` already are.
+    pub fn enter<S: Store + ?Sized>(&self, store: &mut S, digest: &[u8; 32], max: u64) -> Entered {
+        let (slot, fp) = self.locate(digest);
+        let key = self.slot_key(slot);
+        for _ in 0..MAX_ATTEMPTS {
+            let Shared { value, cas } = store.get(&key);
+            let mut entries = decode(value.as_deref().unwrap_or_default());
+            entries.retain(|e| e.tat > 0);
+            let full = entries.len() >= self.entries_per_slot;
+            match entries.iter_mut().find(|e| e.fingerprint == fp) {
+                Some(e) if e.tat >= max => return Entered::AtLimit,
+                Some(e) => e.tat += 1,
+                None if full => return Entered::SlotFull,
+                None => entries.push(Entry {
+                    fingerprint: fp,
+                    tat: 1,
+                }),
+            }
+            match store.set(&key, &encode(&entries), cas) {
+                Ok(()) => return Entered::Held,
+                Err(SharedError::CasMismatch) => continue,
+                Err(SharedError::Unavailable) => return Entered::Unavailable,
+            }
+        }
+        Entered::Contended
+    }
+
+    /// One request of `digest` fewer in flight; `false` when none was
+    /// counted (the store lost it) or every attempt lost its race.
+    pub fn leave<S: Store + ?Sized>(&self, store: &mut S, digest: &[u8; 32]) -> bool {
+        let (slot, fp) = self.locate(digest);
+        let key = self.slot_key(slot);
+        // A lost release holds a place until the proxy restarts: try harder
+        // than an admission, which may simply be refused.
+        for _ in 0..MAX_ATTEMPTS * 4 {
+            let Shared { value, cas } = store.get(&key);
+            let mut entries = decode(value.as_deref().unwrap_or_default());
+            let Some(e) = entries
+                .iter_mut()
+                .find(|e| e.fingerprint == fp && e.tat > 0)
+            else {
+                return false;
+            };
+            e.tat -= 1;
+            entries.retain(|e| e.tat > 0);
+            match store.set(&key, &encode(&entries), cas) {
+                Ok(()) => return true,
+                Err(SharedError::CasMismatch) => continue,
+                Err(SharedError::Unavailable) => return false,
+            }
+        }
+        false
+    }
+
+    /// Requests of `digest` in flight now (tests, diagnostics).
+    pub fn in_flight<S: Store + ?Sized>(&self, store: &S, digest: &[u8; 32]) -> u64 {
+        let (slot, fp) = self.locate(digest);
+        let Shared { value, .. } = store.get(&self.slot_key(slot));
+        decode(value.as_deref().unwrap_or_default())
+            .iter()
+            .find(|e| e.fingerprint == fp)
+            .map_or(0, |e| e.tat)
     }
 
     /// Writes the slots in order; on failure, how many were written.

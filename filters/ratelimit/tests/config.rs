@@ -160,3 +160,105 @@ fn top_level_limits_apply_to_every_request_no_rule_matches() {
     )
     .starts_with("limits[0].name"));
 }
+
+#[test]
+fn count_and_max_in_flight_are_validated_with_the_fields_path() {
+    let two = |second: &str| {
+        format!(
+            r#"{{"rules": [{{"limits": [{{"name": "a", "key": [], "requests": 1, "per_s": 1}},
+                                        {{"name": "b", "key": ["client_ip"], {second}}}]}}]}}"#
+        )
+    };
+    let rate = r#""requests": 5, "per_s": 900"#;
+    check_config(
+        two(&format!(
+            r#"{rate}, "count": {{"response_status": [401, 403]}}"#
+        ))
+        .as_bytes(),
+        HostKind::Kong,
+    )
+    .unwrap();
+    check_config(two(r#""max_in_flight": 4"#).as_bytes(), HostKind::Kong).unwrap();
+    check_config(
+        two(&format!(r#"{rate}, "max_in_flight": 4"#)).as_bytes(),
+        HostKind::Envoy,
+    )
+    .unwrap();
+    let cases = [
+        (
+            format!(r#"{rate}, "count": {{"response_status": []}}"#),
+            "rules[0].limits[1].count.response_status: must not be empty: list the statuses that spend a token",
+        ),
+        (
+            format!(r#"{rate}, "count": {{"response_status": [401, 403, 99]}}"#),
+            "rules[0].limits[1].count.response_status[2]: must be an HTTP status (100-599)",
+        ),
+        (
+            format!(r#"{rate}, "count": {{"response_status": [401, 600]}}"#),
+            "rules[0].limits[1].count.response_status[1]: must be an HTTP status (100-599)",
+        ),
+        (
+            format!(r#"{rate}, "count": {{"response_status": [401, 403, 401]}}"#),
+            "rules[0].limits[1].count.response_status[2]: listed twice",
+        ),
+        (
+            r#""max_in_flight": 0"#.to_string(),
+            "rules[0].limits[1].max_in_flight: must be between 1 and 1000000",
+        ),
+        (
+            r#""max_in_flight": 2, "count": {"response_status": [401]}"#.to_string(),
+            "rules[0].limits[1].count: needs a rate: set `requests` and `per_s`",
+        ),
+        (
+            r#""requests": 5"#.to_string(),
+            "rules[0].limits[1].per_s: required with `requests`",
+        ),
+    ];
+    for (second, expected) in cases {
+        assert_eq!(err(&two(&second)), expected, "{second}");
+    }
+    let neither = err(&two(r#""burst": 3"#));
+    assert!(
+        neither.starts_with("rules[0].limits[1]: a limit needs a rate"),
+        "{neither}"
+    );
+    assert!(err(&format!(
+        r#"{{"rules": [{{"limits": [{{"name": "a", "key": [], "count": {{"response_status": [401, "x"]}}, {rate}}}]}}]}}"#
+    ))
+    .starts_with("rules[0].limits[0].count.response_status[1]"));
+    assert!(err(r#"{"limits": [{"name": "a", "key": [], "max_in_flight": 1, "count": {"response_status": [401], "extra": 1}}]}"#)
+        .contains("unknown field"));
+}
+
+#[test]
+fn global_mode_refuses_what_it_cannot_undo_or_count() {
+    let global = |extra: &str| {
+        format!(
+            r#"{{"mode": "global", "global": {{"cluster": "rls", "domain": "d"}},
+                 "limits": [{{"name": "a", "key": [], "requests": 5, "per_s": 60{extra}}}]}}"#
+        )
+    };
+    check_config(global("").as_bytes(), HostKind::Envoy).unwrap();
+    let e = check_config(
+        global(r#", "count": {"response_status": [401]}"#).as_bytes(),
+        HostKind::Envoy,
+    )
+    .unwrap_err();
+    assert_eq!(e.path, "limits[0].count");
+    assert!(e.message.contains("cannot give a token back"), "{e}");
+    let e = check_config(
+        global(r#", "max_in_flight": 3"#).as_bytes(),
+        HostKind::Envoy,
+    )
+    .unwrap_err();
+    assert_eq!(e.path, "limits[0].max_in_flight");
+    assert!(e.message.contains("\"local\""), "{e}");
+}
+
+#[test]
+fn the_schema_knows_count_and_max_in_flight() {
+    let text = config_schema().to_string();
+    for field in ["max_in_flight", "response_status", "CountConfig"] {
+        assert!(text.contains(field), "{field} missing from the schema");
+    }
+}

@@ -9,7 +9,7 @@ use palisade_core::host::{Shared, SharedError};
 use palisade_core::Host;
 use palisade_ratelimit::bucket::Rate;
 use palisade_ratelimit::key::Key;
-use palisade_ratelimit::table::{Outcome, Store, Table, Want};
+use palisade_ratelimit::table::{Entered, Outcome, Store, Table, Want};
 
 const S: u64 = 1_000_000_000;
 
@@ -208,4 +208,101 @@ fn slots_are_created_once_and_only_by_the_first_worker() {
     let mut b = a.sibling();
     assert_eq!(t.create_slots(&mut a).unwrap(), 16);
     assert_eq!(t.create_slots(&mut b).unwrap(), 0);
+}
+
+/// Worker A's store; right before A's next `interrupts` writes, worker B
+/// runs `other` (a whole decision of its own) on the same shared data.
+struct Interleaved<'a> {
+    me: &'a mut FakeHost,
+    other: &'a mut FakeHost,
+    interrupts: u32,
+    run_other: &'a mut dyn FnMut(&mut FakeHost),
+}
+
+impl Store for Interleaved<'_> {
+    fn get(&self, key: &str) -> Shared {
+        self.me.shared_get(key)
+    }
+
+    fn set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), SharedError> {
+        if self.interrupts > 0 {
+            self.interrupts -= 1;
+            (self.run_other)(self.other);
+        }
+        self.me.shared_set(key, value, cas)
+    }
+}
+
+#[test]
+fn a_refund_racing_another_keys_admission_loses_neither() {
+    // One slot: both keys' buckets live in the same shared-data value.
+    let t = table(1, 4);
+    let mut a = FakeHost::new().at_secs(T0);
+    let mut b = a.sibling();
+    t.create_slots(&mut a).unwrap();
+    let now = T0 * S;
+    let rate = Rate::new(1, 3600, 1);
+    let mine = want("mine", rate);
+    let theirs = want("theirs", rate);
+    assert!(admitted(&t.admit(&mut a, &[mine], now)));
+    let mut outcomes = Vec::new();
+    let mut other = |h: &mut FakeHost| outcomes.push(t.admit(h, &[theirs], now));
+    let mut store = Interleaved {
+        me: &mut a,
+        other: &mut b,
+        interrupts: 1,
+        run_other: &mut other,
+    };
+    t.give_back(&mut store, &[mine], now);
+    assert_eq!(outcomes.len(), 1);
+    assert!(admitted(&outcomes[0]));
+    // The refund retried on a fresh read: my token is back, theirs spent.
+    assert!(admitted(&t.admit(&mut a, &[mine], now)));
+    assert!(!admitted(&t.admit(&mut a, &[theirs], now)));
+}
+
+#[test]
+fn racing_workers_never_hold_more_places_than_max_in_flight() {
+    for max in [1u64, 2, 3] {
+        let t = table(2, 4);
+        let mut a = FakeHost::new().at_secs(T0);
+        let mut b = a.sibling();
+        t.create_slots(&mut a).unwrap();
+        let digest = want("c", Rate::new(1, 1, 1)).digest;
+        let mut held = 0;
+        for _ in 0..max * 3 {
+            let mut theirs = Vec::new();
+            let mut other = |h: &mut FakeHost| theirs.push(t.enter(h, &digest, max));
+            let mut store = Interleaved {
+                me: &mut a,
+                other: &mut b,
+                interrupts: 1,
+                run_other: &mut other,
+            };
+            let mine = t.enter(&mut store, &digest, max);
+            held += usize::from(mine == Entered::Held);
+            held += theirs.iter().filter(|e| **e == Entered::Held).count();
+        }
+        assert_eq!(held as u64, max);
+        assert_eq!(t.in_flight(&a, &digest), max);
+        // Releases racing admissions: every place comes back.
+        for _ in 0..max {
+            // B takes the place A is freeing, if it can, and frees it:
+            // its writes make A's stale write fail and retry.
+            let mut other = |h: &mut FakeHost| {
+                if t.enter(h, &digest, max) == Entered::Held {
+                    assert!(t.leave(h, &digest));
+                }
+            };
+            let mut store = Interleaved {
+                me: &mut a,
+                other: &mut b,
+                interrupts: 1,
+                run_other: &mut other,
+            };
+            assert!(t.leave(&mut store, &digest));
+        }
+        assert_eq!(t.in_flight(&a, &digest), 0);
+        assert!(!t.leave(&mut a, &digest), "nothing left to release");
+    }
 }
