@@ -8,6 +8,7 @@
 //! ([`context`]). The proxy-wasm glue ([`glue`]) is compiled only for the proxy target (wasm32-wasip1) so
 //! that all decisions stay testable natively against [`fake::FakeHost`].
 
+pub mod client_ip;
 pub mod config;
 pub mod context;
 pub mod fake;
