@@ -912,33 +912,38 @@ impl JwtPlugin {
             .property(&["source", "address"])
             .and_then(|raw| kind.decode_string(&raw));
         if let Some(source) = &source {
-            self.check_client_ip_source(host, source, headers);
+            if self.client_wrote_address(host, source, headers) {
+                return None;
+            }
         }
         client_ip::client_address(source.as_deref(), headers, &self.client_ip)
     }
 
     /// An address Envoy took from the client's own `X-Forwarded-For`
-    /// (`use_remote_address: false`) lets a client pick its way into an
-    /// allow-list: counted and warned once per VM, as `ratelimit` does.
-    fn check_client_ip_source(&self, host: &mut dyn Host, source: &str, headers: &Headers) {
+    /// (`use_remote_address: false`) would let a client write its way into
+    /// an allow-list: it counts as unknown (refused), counted and warned
+    /// once per VM. Unlike `ratelimit`, which only warns, this is an access
+    /// decision. Behind a trusted proxy, `xff_num_trusted_hops` reads its entry.
+    fn client_wrote_address(&self, host: &mut dyn Host, source: &str, headers: &Headers) -> bool {
         if self.client_ip.xff_num_trusted_hops != 0
             || !client_ip::peer_from_forwarded_for(source, headers)
         {
-            return;
+            return false;
         }
         self.counters.client_ip_from_xff.add(host, 1);
         if !self.warned_client_ip_from_xff.replace(true) {
             host.log(
                 Level::Warn,
                 &format!(
-                    "palisade.{NAME}: client_ip requirements read the address Envoy took from \
-                     the client's own X-Forwarded-For (use_remote_address: false on the HTTP \
+                    "palisade.{NAME}: a client_ip requirement refused the address Envoy took \
+                     from the client's own X-Forwarded-For (use_remote_address: false on the HTTP \
                      connection manager), which any client can write: set use_remote_address: \
                      true (behind N trusted proxies, also xff_num_trusted_hops: N); counted as \
                      palisade.{NAME}.client_ip_from_xff, warned once per VM"
                 ),
             );
         }
+        true
     }
 
     /// Whether a client-sent XFCC must go: unless trusted, it is only left

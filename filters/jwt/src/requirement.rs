@@ -374,4 +374,102 @@ mod tests {
             Verdict::Pending(0)
         ));
     }
+
+    /// Inputs with a fixed peer and address, counting token verifications.
+    struct Fixed {
+        peer: Peer,
+        ip: Option<IpAddr>,
+        token: Outcome,
+        asked: u32,
+    }
+
+    impl Inputs for Fixed {
+        fn token(&mut self, _p: usize) -> Outcome {
+            self.asked += 1;
+            self.token.clone()
+        }
+        fn peer(&mut self) -> Peer {
+            self.peer.clone()
+        }
+        fn client_ip(&mut self) -> Option<IpAddr> {
+            self.ip
+        }
+    }
+
+    fn fixed(peer: Peer, ip: Option<&str>, token: Outcome) -> Fixed {
+        Fixed {
+            peer,
+            ip: ip.and_then(|i| i.parse().ok()),
+            token,
+            asked: 0,
+        }
+    }
+
+    fn frontend() -> Requirement {
+        let id = spiffe::SpiffeId::new("spiffe://td/sa/frontend").unwrap();
+        Requirement::Peer(PeerRule {
+            ids: vec![id],
+            domains: vec![],
+        })
+    }
+
+    fn ids(s: &str) -> Peer {
+        Peer::Ids(vec![spiffe::SpiffeId::new(s).unwrap()])
+    }
+
+    #[test]
+    fn connection_nodes_decide_all_before_any_token_is_verified() {
+        // The provider is listed first; the peer still answers first.
+        let all = Requirement::All(vec![node(0, &[], false), frontend()], false);
+        for token in [
+            Outcome::Missing,
+            Outcome::Invalid(Failure::Expired),
+            valid(""),
+        ] {
+            let mut wrong = fixed(ids("spiffe://td/sa/other"), None, token.clone());
+            assert!(matches!(
+                all.evaluate(&mut wrong),
+                Verdict::Unmet(Unmet::PeerMismatch)
+            ));
+            assert_eq!(wrong.asked, 0);
+            let mut none = fixed(Peer::Missing, None, token);
+            assert!(matches!(
+                all.evaluate(&mut none),
+                Verdict::Unmet(Unmet::PeerMissing)
+            ));
+        }
+        let mut right = fixed(ids("spiffe://td/sa/frontend"), None, Outcome::Missing);
+        assert!(matches!(
+            all.evaluate(&mut right),
+            Verdict::Unmet(Unmet::Missing)
+        ));
+        let mut both = fixed(ids("spiffe://td/sa/frontend"), None, valid(""));
+        assert!(matches!(all.evaluate(&mut both), Verdict::Met(ref m) if m.len() == 1));
+        // allow_missing on the all never turns a peer failure into a pass.
+        let lenient = Requirement::All(vec![frontend(), node(0, &[], false)], true);
+        let mut wrong = fixed(ids("spiffe://td/sa/other"), None, Outcome::Missing);
+        assert!(matches!(
+            lenient.evaluate(&mut wrong),
+            Verdict::Unmet(Unmet::PeerMismatch)
+        ));
+    }
+
+    #[test]
+    fn in_any_a_token_failure_answers_over_a_connection_failure() {
+        let nets = vec!["10.0.0.0/8".parse().unwrap()];
+        let any = Requirement::Any(
+            vec![Requirement::ClientIp(nets), node(0, &[], false)],
+            false,
+        );
+        let mut out = fixed(Peer::Missing, Some("192.0.2.1"), Outcome::Missing);
+        assert!(matches!(
+            any.evaluate(&mut out),
+            Verdict::Unmet(Unmet::Missing)
+        ));
+        let mut inside = fixed(Peer::Missing, Some("10.1.1.1"), Outcome::Missing);
+        assert!(matches!(any.evaluate(&mut inside), Verdict::Met(ref m) if m.is_empty()));
+        assert_eq!(inside.asked, 0);
+        let mut unknown = fixed(Peer::Missing, None, valid(""));
+        assert!(matches!(any.evaluate(&mut unknown), Verdict::Met(ref m) if m.len() == 1));
+    }
 }

@@ -250,13 +250,15 @@ fn client_ip_v4_v6_with_and_without_trusted_hops() {
 }
 
 #[test]
-fn an_address_envoy_took_from_the_clients_header_is_counted_and_warned() {
+fn an_address_envoy_took_from_the_clients_header_is_refused_counted_and_warned() {
     let vm = vm(&default_config());
     let mut h = vm.request("GET", "/admin/x", &[("x-forwarded-for", "10.0.0.1")]);
     h.properties
         .insert("source.address".into(), b"10.0.0.1:0".to_vec());
     let mut filter = JwtPlugin::new_filter(&vm.plugin);
     filter.on_request_headers(&mut h, true);
+    // The client wrote it: refused, though 10.0.0.1 is in the network.
+    assert_eq!(status(&h), 403);
     assert_eq!(h.counter("palisade.jwt.client_ip_from_xff"), 1);
     assert!(h.logged(palisade_core::Level::Warn, "use_remote_address"));
 }
