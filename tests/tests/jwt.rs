@@ -586,6 +586,13 @@ fn peer_and_token_together_over_mtls_and_client_address_allow_lists() {
     let frontend = client(&ca, "frontend", FRONTEND);
     let other = client(&ca, "other", "spiffe://cluster.local/ns/shop/sa/other");
     let rogue = client(&rogue_ca, "rogue", FRONTEND);
+    // Verified, but no URI SAN: Envoy reports connection.mtls and no URI.
+    let dns_only = tls::make_cert(
+        dir.path(),
+        &ca,
+        "dns-only",
+        "subjectAltName=DNS:frontend.shop\nextendedKeyUsage=clientAuth",
+    );
 
     let config = json!({
         "providers": {"corp": provider(json!({}))},
@@ -632,12 +639,16 @@ fn peer_and_token_together_over_mtls_and_client_address_allow_lists() {
     for field in ["type", "title", "detail", "status"] {
         assert_eq!(missing[field], mismatch[field], "{field}");
     }
+    // A verified certificate without a SPIFFE id is a wrong peer, not a
+    // missing one: connection.mtls tells them apart.
+    let r = call(Some(&dns_only), "/east/1", &token);
+    assert_eq!(r.status, 403, "{}", r.body);
     // Another CA's certificate: Envoy refuses the handshake, no HTTP at all.
     let r = call(Some(&rogue), "/east/1", &token);
     assert_eq!(r.status, 0, "{r:?}");
     assert_ne!(r.exit, 0, "{r:?}");
 
-    assert_eq!(stat(&envoy, "denied.peer_mismatch", 1), 1);
+    assert_eq!(stat(&envoy, "denied.peer_mismatch", 2), 2);
     assert_eq!(stat(&envoy, "denied.peer_missing", 1), 1);
     assert_eq!(stat(&envoy, "denied.missing", 1), 1);
 
