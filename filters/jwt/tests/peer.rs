@@ -424,6 +424,18 @@ fn kong_request(vm: &Vm, path: &str, headers: &[(&str, &str)]) -> FakeHost {
 
 #[test]
 fn kong_refuses_a_connection_peer_but_runs_trusted_xfcc() {
+    // Why: ngx_wasm_module does not implement the URI SAN property (NYI),
+    // whatever the connection; it answers connection.mtls as a string.
+    let mut kong = FakeHost::kong();
+    kong.properties.insert(
+        "connection.uri_san_peer_certificate".into(),
+        FRONTEND.into(),
+    );
+    assert_eq!(
+        palisade_core::Host::property(&kong, &["connection", "uri_san_peer_certificate"]),
+        None
+    );
+    assert!(kong.logged(palisade_core::Level::Error, "NYI"));
     let cfg = default_config();
     let err = check_config(cfg.to_string().as_bytes(), HostKind::Kong).unwrap_err();
     assert_eq!(err.path, "rules[0].requires.all[0].peer");
