@@ -9,7 +9,12 @@ Same JWKS (RS256 key `rsa1`, ES256 key `ec1`), issuer, audience and
   tokens (RS256, ES256) and one repeated token (RS256, ES256: the verified-token cache);
 - this filter with `signature_backend: pure` (what Kong runs), distinct RS256 tokens;
 - the jwt control alone in `palisade.wasm`, one repeated RS256 token, to compare
-  with this filter's own module (issue 12).
+  with this filter's own module (issue 12);
+- workload identity (issue 14): the repeated RS256 token plus a client address
+  allow-list (`all: [client_ip, provider]`), and plus a peer read from a trusted
+  `x-forwarded-client-cert` (`all: [peer, provider]`), each reported against
+  `jwt-rs256-repeated` (the same token path without the extra node), so the
+  figure over its baseline is what the node adds.
 
 Distinct tokens: 2000 per algorithm, cycled by wrk (`rotate_header`); both
 caches are smaller than the cycle (jwt_authn 100, this filter 1024, FIFO),
@@ -74,7 +79,12 @@ def native_jwt_authn(cache: bool) -> dict:
     }
 
 
-def filter_config(backend: str) -> str:
+FRONTEND = "spiffe://cluster.local/ns/shop/sa/frontend"
+XFCC = ("By=spiffe://cluster.local/ns/shop/sa/api;Hash=0123456789abcdef;"
+        f"Subject=\"CN=frontend,O=shop\";URI={FRONTEND}")
+
+
+def filter_config(backend: str, extra: dict = None, requires: dict = None) -> str:
     return json.dumps({
         "providers": {"corp": {
             "issuer": ISSUER,
@@ -83,9 +93,33 @@ def filter_config(backend: str) -> str:
             "local_jwks": jwks(),
             "claim_to_headers": [{"claim": "sub", "header": "x-jwt-sub"}],
         }},
-        "rules": [{"match": {"prefix": "/"}, "requires": {"provider": "corp"}}],
+        "rules": [{"match": {"prefix": "/"}, "requires": requires or {"provider": "corp"}}],
         "signature_backend": backend,
+        **(extra or {}),
     })
+
+
+def identity(ctx, wasm, headers: dict) -> list:
+    """Issue 14's nodes on top of the repeated RS256 token (wrk runs on loopback)."""
+    cidr = filter_config("auto", requires={"all": [
+        {"client_ip": {"cidrs": ["127.0.0.0/8", "10.0.0.0/8"]}}, {"provider": "corp"}]})
+    peer = filter_config("auto", extra={"forwarded_client_cert": "trust"}, requires={"all": [
+        {"peer": {"spiffe_ids": [FRONTEND]}}, {"provider": "corp"}]})
+    return [
+        ctx.Variant(
+            "jwt-rs256-repeated-cidr", "jwt: RS256, one token, and a client_ip allow-list",
+            http_filters=[ctx.wasm_filter("jwt", wasm, cidr)], request_headers=headers,
+            modules=[wasm], baseline="jwt-rs256-repeated",
+            note="over jwt-rs256-repeated: reading source.address and matching the CIDRs"),
+        ctx.Variant(
+            "jwt-rs256-repeated-xfcc-peer", "jwt: RS256, one token, and a peer from a trusted XFCC",
+            http_filters=[ctx.wasm_filter("jwt", wasm, peer)],
+            request_headers={**headers, "x-forwarded-client-cert": XFCC},
+            # The connection manager would remove a plain-text client's XFCC first.
+            hcm_extra={"forward_client_cert_details": "ALWAYS_FORWARD_ONLY"},
+            modules=[wasm], baseline="jwt-rs256-repeated",
+            note="over jwt-rs256-repeated: parsing XFCC's last element and matching the SPIFFE id"),
+    ]
 
 
 def floor(ctx, headers: dict) -> list:
@@ -163,6 +197,7 @@ def variants(ctx):
           http_filters=ours("auto"), request_headers=repeated["ES256"], modules=[wasm],
           filter_cost_of="jwt", note="goal: <= 1.5x the empty wasm filter"),
         *single(ctx, repeated["RS256"]),
+        *identity(ctx, wasm, repeated["RS256"]),
         *floor(ctx, repeated["RS256"]),
         V("jwt-rs256-distinct-pure", "jwt: RS256, distinct tokens, pure-Rust signatures",
           http_filters=ours("pure"), rotate_header=distinct["RS256"], modules=[wasm],

@@ -287,6 +287,17 @@ fn refused() -> Vec<(&'static str, Value)> {
             "jwt",
             json!({"providers": {"p": {"issuer": 5, "local_jwks": {"keys": []}}}}),
         ),
+        ("jwt", json!({"forwarded_client_cert": "always"})),
+        ("jwt", json!({"client_ip": {"xff_num_trusted_hops": 300}})),
+        ("jwt", json!({"client_ip": {"hops": 1}})),
+        (
+            "jwt",
+            json!({"requires": {"peer": {"spiffe_idz": ["spiffe://td/a"]}}}),
+        ),
+        (
+            "jwt",
+            json!({"requires": {"client_ip": {"cidrs": "10.0.0.0/8"}}}),
+        ),
         ("ratelimit", json!({"mode": "nope"})),
         ("ratelimit", json!({"on_missing_key": "maybe"})),
         ("schema", json!({"unmatched": "maybe"})),

@@ -503,6 +503,8 @@ pub struct EnvoyConfig {
     pub hcm_extra: Option<Value>,
     /// Merged into the listener.
     pub listener_extra: Option<Value>,
+    /// The filter chain's `transport_socket` (TLS, see `tls::downstream_mtls`).
+    pub transport_socket: Option<Value>,
     /// Merged into the bootstrap's root.
     pub bootstrap_extra: Option<Value>,
     /// `--file-flush-interval-msec` (Envoy's default: 10 s), for tests that
@@ -524,6 +526,7 @@ impl Default for EnvoyConfig {
             startup_timeout: None,
             hcm_extra: None,
             listener_extra: None,
+            transport_socket: None,
             bootstrap_extra: None,
             file_flush_interval_ms: None,
         }
@@ -598,6 +601,12 @@ impl EnvoyConfig {
     /// Merges `extra` into the HCM config (e.g. `{"max_request_headers_kb": 96}`).
     pub fn hcm_extra(mut self, extra: Value) -> EnvoyConfig {
         self.hcm_extra = Some(extra);
+        self
+    }
+
+    /// Terminates TLS on the listener with this `transport_socket`.
+    pub fn transport_socket(mut self, socket: Value) -> EnvoyConfig {
+        self.transport_socket = Some(socket);
         self
     }
 
@@ -699,6 +708,9 @@ impl EnvoyConfig {
                 "typed_config": hcm,
             }]}],
         });
+        if let Some(socket) = &self.transport_socket {
+            listener["filter_chains"][0]["transport_socket"] = socket.clone();
+        }
         if let Some(extra) = &self.listener_extra {
             merge(&mut listener, extra);
         }

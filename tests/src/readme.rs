@@ -279,6 +279,7 @@ const HCM_FIELDS: &[&str] = &[
     "strip_matching_host_port",
     "strip_any_host_port",
     "forward_client_cert_details",
+    "set_current_client_cert_details",
 ];
 
 /// Listener fields a fragment may consist of.

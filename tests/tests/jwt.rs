@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use palisade_tests::jwt_fixtures::{jwks, token};
 use palisade_tests::ports::ClosedPort;
+use palisade_tests::tls;
 use palisade_tests::*;
 use serde_json::{json, Value};
 
@@ -554,4 +555,111 @@ fn a_bad_config_is_refused_naming_the_field() {
     .err()
     .expect("Envoy refused the config");
     assert!(err.contains("providers.corp.algorithms[0]"), "{err}");
+}
+
+const FRONTEND: &str = "spiffe://cluster.local/ns/shop/sa/frontend";
+
+/// Workload identity on a TLS listener that verifies client certificates
+/// against a CA (without requiring one): a route needing the `frontend`
+/// workload *and* a corp token admits only both together; a certificate
+/// from another CA never gets past Envoy's handshake; and client address
+/// allow-lists read the connection's peer.
+#[test]
+fn peer_and_token_together_over_mtls_and_client_address_allow_lists() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = tls::make_ca(dir.path(), "mesh-ca");
+    let rogue_ca = tls::make_ca(dir.path(), "rogue-ca");
+    let server = tls::make_cert(
+        dir.path(),
+        &ca,
+        "server",
+        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth",
+    );
+    let client = |ca: &tls::CertFiles, name: &str, uri: &str| {
+        tls::make_cert(
+            dir.path(),
+            ca,
+            name,
+            &format!("subjectAltName=URI:{uri}\nextendedKeyUsage=clientAuth"),
+        )
+    };
+    let frontend = client(&ca, "frontend", FRONTEND);
+    let other = client(&ca, "other", "spiffe://cluster.local/ns/shop/sa/other");
+    let rogue = client(&rogue_ca, "rogue", FRONTEND);
+    // Verified, but no URI SAN: Envoy reports connection.mtls and no URI.
+    let dns_only = tls::make_cert(
+        dir.path(),
+        &ca,
+        "dns-only",
+        "subjectAltName=DNS:frontend.shop\nextendedKeyUsage=clientAuth",
+    );
+
+    let config = json!({
+        "providers": {"corp": provider(json!({}))},
+        "rules": [
+            {"match": {"prefix": "/east"}, "requires": {"all": [
+                {"peer": {"spiffe_ids": [FRONTEND]}}, {"provider": "corp"}]}},
+            {"match": {"prefix": "/local"}, "requires": {"client_ip": {"cidrs": ["127.0.0.1/32"]}}},
+            {"match": {"prefix": "/vpn"}, "requires": {"client_ip": {"cidrs": ["10.0.0.0/8"]}}}
+        ]
+    });
+    let upstream = Upstream::start();
+    let envoy = Envoy::start(
+        &EnvoyConfig::new()
+            .upstream(&upstream)
+            .transport_socket(tls::downstream_mtls(&server, &ca.cert))
+            // palisade.wasm (PALISADE_MODULE=one) compiles slowly on a busy machine.
+            .startup_timeout(Duration::from_secs(120))
+            .wasm(jwt_filter(&config)),
+    );
+    let port = envoy.listener_addr().port();
+    let auth = bearer("valid");
+    let token = [("authorization", auth.as_str())];
+    let call = |cert: Option<&tls::CertFiles>, path: &str, headers: &[(&str, &str)]| {
+        tls::curl_get(port, path, &ca.cert, cert, headers)
+    };
+
+    assert_eq!(call(Some(&frontend), "/east/1", &token).status, 200);
+    let r = call(Some(&frontend), "/east/1", &[]);
+    assert_eq!(r.status, 401, "{}", r.body);
+    let r = call(Some(&other), "/east/1", &token);
+    assert_eq!(r.status, 403, "{}", r.body);
+    let mismatch: Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(mismatch["type"], "urn:palisade:problem:peer-not-allowed");
+    assert!(!r.body.contains("spiffe"), "{}", r.body);
+    // A forged XFCC on a connection without a certificate changes nothing.
+    let forged = format!("URI={FRONTEND}");
+    let r = call(
+        None,
+        "/east/1",
+        &[token[0], ("x-forwarded-client-cert", forged.as_str())],
+    );
+    assert_eq!(r.status, 403, "{}", r.body);
+    let missing: Value = serde_json::from_str(&r.body).unwrap();
+    for field in ["type", "title", "detail", "status"] {
+        assert_eq!(missing[field], mismatch[field], "{field}");
+    }
+    // A verified certificate without a SPIFFE id is a wrong peer, not a
+    // missing one: connection.mtls tells them apart.
+    let r = call(Some(&dns_only), "/east/1", &token);
+    assert_eq!(r.status, 403, "{}", r.body);
+    // Another CA's certificate: Envoy refuses the handshake, no HTTP at all.
+    let r = call(Some(&rogue), "/east/1", &token);
+    assert_eq!(r.status, 0, "{r:?}");
+    assert_ne!(r.exit, 0, "{r:?}");
+
+    assert_eq!(stat(&envoy, "denied.peer_mismatch", 2), 2);
+    assert_eq!(stat(&envoy, "denied.peer_missing", 1), 1);
+    assert_eq!(stat(&envoy, "denied.missing", 1), 1);
+
+    // The loopback client is in 127.0.0.1/32, not in 10.0.0.0/8.
+    assert_eq!(call(None, "/local/x", &[]).status, 200);
+    let r = call(Some(&other), "/vpn/x", &[]);
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(r.body.contains("client-ip-not-allowed"), "{}", r.body);
+    assert_eq!(stat(&envoy, "denied.client_ip_not_allowed", 1), 1);
+    // A spoofed X-Forwarded-For does not move the client into the network.
+    let r = call(None, "/vpn/x", &[("x-forwarded-for", "10.0.0.1")]);
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(upstream.received().len(), 2);
 }

@@ -10,6 +10,18 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::rc::Rc;
 
+/// Properties ngx_wasm_module names but does not implement (its
+/// `ngx_proxy_wasm_properties.c`: "NYI"): Kong answers nothing for them,
+/// so no client certificate's SANs reach a filter there. (`connection.mtls`
+/// it does answer, as the string `true` or `false`.)
+pub const KONG_NYI_PROPERTIES: &[&str] = &[
+    "connection.uri_san_peer_certificate",
+    "connection.uri_san_local_certificate",
+    "connection.dns_san_peer_certificate",
+    "connection.subject_peer_certificate",
+    "connection.sha256_peer_certificate_digest",
+];
+
 /// A process-wide shared-data store with Envoy's semantics: every write
 /// bumps the entry's version, and a write carrying a stale version fails.
 /// Several [`FakeHost`]s holding the same store stand for worker VMs.
@@ -501,7 +513,12 @@ impl Host for FakeHost {
             );
             return None;
         }
-        self.properties.get(&path.join(".")).cloned()
+        let key = path.join(".");
+        if self.kind == HostKind::Kong && KONG_NYI_PROPERTIES.contains(&key.as_str()) {
+            self.log(Level::Error, &format!("[wasm] NYI - \"{key}\" property"));
+            return None;
+        }
+        self.properties.get(&key).cloned()
     }
 
     fn send_response(&mut self, status: u16, headers: &[(&str, &str)], body: &[u8]) {

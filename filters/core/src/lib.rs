@@ -9,6 +9,7 @@
 //! that all decisions stay testable natively against [`fake::FakeHost`].
 
 pub mod audit;
+pub mod client_ip;
 pub mod config;
 pub mod context;
 pub mod fake;

@@ -8,7 +8,7 @@ use palisade_core::problem::Problem;
 use palisade_core::Denial;
 
 /// Every reason a request can be denied for (metric names `denied.<reason>`).
-pub const REASONS: [&str; 14] = [
+pub const REASONS: [&str; 17] = [
     "missing",
     "ambiguous",
     "malformed",
@@ -23,6 +23,9 @@ pub const REASONS: [&str; 14] = [
     "jwks_unavailable",
     "unmatched",
     "repeated_header",
+    "peer_missing",
+    "peer_mismatch",
+    "client_ip_not_allowed",
 ];
 
 /// `Bearer realm="…"` plus RFC 6750 parameters.
@@ -122,6 +125,25 @@ pub fn unmatched() -> Denial {
     )
 }
 
+/// A peer the route does not admit. Missing and wrong certificates are
+/// told apart by `reason` (logs, counters) only: the body is the same, so
+/// a client learns nothing about which identities would pass.
+pub fn peer(reason: &'static str) -> Denial {
+    Denial::new(
+        Problem::of_kind(403, "peer-not-allowed", "Forbidden")
+            .detail("the calling workload is not allowed on this route"),
+        reason,
+    )
+}
+
+pub fn client_ip_not_allowed() -> Denial {
+    Denial::new(
+        Problem::of_kind(403, "client-ip-not-allowed", "Forbidden")
+            .detail("the client address is not allowed on this route"),
+        "client_ip_not_allowed",
+    )
+}
+
 /// The answer for an unmet requirement.
 pub fn for_unmet(
     unmet: &Unmet,
@@ -133,5 +155,8 @@ pub fn for_unmet(
         Unmet::Invalid(f) => invalid(realm, f.reason(), f.detail()),
         Unmet::Insufficient { scopes, claim } => insufficient(realm, scopes, *claim),
         Unmet::Unavailable(p) => jwks_unavailable(realm, on_unavailable(*p)),
+        Unmet::PeerMissing => peer("peer_missing"),
+        Unmet::PeerMismatch => peer("peer_mismatch"),
+        Unmet::ClientIpNotAllowed => client_ip_not_allowed(),
     }
 }

@@ -7,6 +7,7 @@
 //! `requires`, key sets without a usable key, HS* without a symmetric key.
 
 use crate::jwks::{Alg, KeySet};
+use palisade_core::client_ip::ClientIpConfig;
 use palisade_core::config::{ConfigError, Validate};
 use palisade_core::header_pattern::check_name;
 use palisade_core::route::{validate_rules, Match, Rule};
@@ -51,6 +52,30 @@ pub struct Config {
     /// Envoy, pure Rust elsewhere), `host` or `pure`.
     #[serde(default)]
     pub signature_backend: Backend,
+    /// How `client_ip` requirements find the client (the same option and
+    /// logic as `ratelimit`'s).
+    #[serde(default)]
+    pub client_ip: ClientIpConfig,
+    /// Where `peer` requirements read the workload identity: `ignore` (the
+    /// default) reads the connection's verified client certificate and never
+    /// trusts `x-forwarded-client-cert`; `trust` reads the header's last
+    /// element, written by the trusted proxy in front.
+    #[serde(default)]
+    pub forwarded_client_cert: ForwardedClientCert,
+}
+
+/// Whether the `x-forwarded-client-cert` header (Envoy's XFCC) is trusted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ForwardedClientCert {
+    /// The peer is the connection's client certificate; a client's XFCC is
+    /// removed unless the connection has a client certificate.
+    #[default]
+    Ignore,
+    /// The previous hop is a trusted proxy that sets XFCC (Istio's sidecar,
+    /// an Envoy with `forward_client_cert_details`): its last element is
+    /// the peer, and the header is forwarded untouched.
+    Trust,
 }
 
 fn yes() -> bool {
@@ -202,13 +227,18 @@ impl Rule for RuleConfig {
     }
 }
 
-/// One node of a requirement tree: exactly one of `provider`, `any`, `all`.
+/// One node of a requirement tree: exactly one of `provider`, `any`,
+/// `all`, `peer`, `client_ip`.
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RequirementConfig {
     pub provider: Option<String>,
     pub any: Option<Vec<RequirementConfig>>,
     pub all: Option<Vec<RequirementConfig>>,
+    /// The calling workload's SPIFFE identity must be one of these.
+    pub peer: Option<PeerConfig>,
+    /// The client's address must be in one of these networks.
+    pub client_ip: Option<ClientIpRequirement>,
     /// Scopes the token must carry (`scope`, space-separated, or `scp`, array).
     #[serde(default)]
     pub scopes: Vec<String>,
@@ -217,6 +247,95 @@ pub struct RequirementConfig {
     /// Absence of a token satisfies this node; a token present must be valid.
     #[serde(default)]
     pub allow_missing: bool,
+}
+
+/// `{"spiffe_ids": [...], "trust_domains": [...]}`: met when the peer's
+/// id is listed or belongs to a listed trust domain.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    /// Exact SPIFFE ids (`spiffe://cluster.local/ns/shop/sa/frontend`).
+    #[serde(default)]
+    pub spiffe_ids: Vec<String>,
+    /// Trust domain names (`cluster.local`): any workload of them.
+    #[serde(default)]
+    pub trust_domains: Vec<String>,
+}
+
+/// `{"cidrs": ["10.0.0.0/8", "2001:db8::/32"]}`.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClientIpRequirement {
+    pub cidrs: Vec<String>,
+}
+
+impl PeerConfig {
+    /// The lists, parsed by the SPIFFE spec's rules.
+    pub fn parse(&self) -> Result<(Vec<spiffe::SpiffeId>, Vec<spiffe::TrustDomain>), ConfigError> {
+        if self.spiffe_ids.is_empty() && self.trust_domains.is_empty() {
+            return Err(ConfigError::new(
+                "",
+                "needs spiffe_ids or trust_domains (or both)",
+            ));
+        }
+        let mut ids = Vec::new();
+        for (i, id) in self.spiffe_ids.iter().enumerate() {
+            let parsed = spiffe::SpiffeId::new(id).map_err(|e| {
+                ConfigError::new(
+                    format!("spiffe_ids[{i}]"),
+                    format!("not a SPIFFE id (spiffe://<trust domain>/<path>): {e}"),
+                )
+            })?;
+            if parsed.path().is_empty() {
+                return Err(ConfigError::new(
+                    format!("spiffe_ids[{i}]"),
+                    "names a whole trust domain: list it in trust_domains",
+                ));
+            }
+            ids.push(parsed);
+        }
+        let mut domains = Vec::new();
+        for (i, name) in self.trust_domains.iter().enumerate() {
+            let parsed = (!name.contains(':'))
+                .then(|| spiffe::TrustDomain::new(name).ok())
+                .flatten()
+                .ok_or_else(|| {
+                    ConfigError::new(
+                        format!("trust_domains[{i}]"),
+                        "not a trust domain name (lowercase letters, digits, '.', '-', '_', \
+                         without spiffe:// or a path)",
+                    )
+                })?;
+            domains.push(parsed);
+        }
+        Ok((ids, domains))
+    }
+}
+
+impl ClientIpRequirement {
+    /// The networks; a host address with bits set past the prefix is refused
+    /// (`10.1.2.3/8` is a typo more often than a wish for `10.0.0.0/8`).
+    pub fn parse(&self) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+        if self.cidrs.is_empty() {
+            return Err(ConfigError::new("cidrs", "must not be empty"));
+        }
+        let mut nets = Vec::new();
+        for (i, text) in self.cidrs.iter().enumerate() {
+            let at = format!("cidrs[{i}]");
+            let net: ipnet::IpNet = text
+                .trim()
+                .parse()
+                .map_err(|_| ConfigError::new(&at, "not a CIDR (10.0.0.0/8, 2001:db8::/32)"))?;
+            if net.trunc() != net {
+                return Err(ConfigError::new(
+                    at,
+                    format!("has host bits set: did you mean {}?", net.trunc()),
+                ));
+            }
+            nets.push(net);
+        }
+        Ok(nets)
+    }
 }
 
 /// `{"claim": "email_verified", "equals": true}` or `{"claim": "roles", "contains": "ops"}`.
@@ -460,11 +579,25 @@ impl RequirementConfig {
             self.provider.is_some(),
             self.any.is_some(),
             self.all.is_some(),
+            self.peer.is_some(),
+            self.client_ip.is_some(),
         ];
         if kinds.iter().filter(|k| **k).count() != 1 {
             return Err(ConfigError::new(
                 "",
-                "needs exactly one of provider, any, all",
+                "needs exactly one of provider, any, all, peer, client_ip",
+            ));
+        }
+        if let Some(peer) = &self.peer {
+            peer.parse().map_err(|e| e.within("peer"))?;
+        }
+        if let Some(ip) = &self.client_ip {
+            ip.parse().map_err(|e| e.within("client_ip"))?;
+        }
+        if (self.peer.is_some() || self.client_ip.is_some()) && self.allow_missing {
+            return Err(ConfigError::new(
+                "allow_missing",
+                "is about tokens: it belongs on a provider, any or all node",
             ));
         }
         if let Some(name) = &self.provider {

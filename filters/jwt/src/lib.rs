@@ -20,24 +20,31 @@ pub mod jwks_cache;
 pub mod jwks_fetcher;
 pub mod jwt_cache;
 pub mod matcher;
+pub mod peer;
 pub mod requirement;
 pub mod signature;
 pub mod verifier;
 
-use config::{Backend, Config, OnJwksUnavailable, RuleConfig, Unmatched};
+use config::{
+    Backend, Config, ForwardedClientCert, OnJwksUnavailable, RequirementConfig, RuleConfig,
+    Unmatched,
+};
 use extractor::{Extraction, Source};
 use jwks::{AlgSet, KeySet};
 use jwks_cache::ProviderKeys;
 use jwks_fetcher::{Fetched, Fetcher, Start, Trigger, NANOS};
 use jwt_cache::TokenCache;
+use palisade_core::client_ip::{self, ClientIpConfig};
 use palisade_core::config::ConfigError;
 use palisade_core::host::{CallResponse, Headers};
 use palisade_core::metrics::{Counter, Metrics};
 use palisade_core::route::{first_match, needs_route_name, Match, Rule};
 use palisade_core::{Flow, Host, HostKind, HttpFilter, Level, Plugin, RequestContext};
-use requirement::{Outcome, Requirement, Verdict};
+use peer::{Peer, XFCC};
+use requirement::{Inputs, Outcome, Requirement, Verdict};
 use signature::CheckedBy;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::net::IpAddr;
 use std::rc::Rc;
 use verifier::{Failure, Verified};
 
@@ -55,7 +62,7 @@ pub const CLAIMS_PROPERTY: &str = palisade_core::audit::CLAIMS_PROPERTY;
 pub const TICK_MS: u64 = 500;
 
 /// Events counted besides `denied.<reason>` / `shadow_denied.<reason>`.
-pub const EVENTS: [&str; 7] = [
+pub const EVENTS: [&str; 9] = [
     "allowed",
     "verified_host",
     "verified_pure",
@@ -63,6 +70,8 @@ pub const EVENTS: [&str; 7] = [
     "jwks_fetch_failed",
     "jwks_refetch_unknown_kid",
     "jwks_unavailable_allowed",
+    "forwarded_client_cert_stripped",
+    "client_ip_from_xff",
 ];
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -74,6 +83,8 @@ struct Counters {
     jwks_fetch_failed: Counter,
     jwks_refetch_unknown_kid: Counter,
     jwks_unavailable_allowed: Counter,
+    forwarded_client_cert_stripped: Counter,
+    client_ip_from_xff: Counter,
 }
 
 impl Counters {
@@ -86,6 +97,8 @@ impl Counters {
             jwks_fetch_failed: m.counter("jwks_fetch_failed"),
             jwks_refetch_unknown_kid: m.counter("jwks_refetch_unknown_kid"),
             jwks_unavailable_allowed: m.counter("jwks_unavailable_allowed"),
+            forwarded_client_cert_stripped: m.counter("forwarded_client_cert_stripped"),
+            client_ip_from_xff: m.counter("client_ip_from_xff"),
         }
     }
 }
@@ -147,6 +160,12 @@ pub struct JwtPlugin {
     /// Every `claim_to_headers` header: client-sent copies are always removed.
     claim_headers: Vec<String>,
     needs_route_name: bool,
+    client_ip: ClientIpConfig,
+    forwarded_client_cert: ForwardedClientCert,
+    /// Path of the first `peer` node read from the connection (not from a
+    /// trusted XFCC), for [`Plugin::check_host`]: Kong has no such property.
+    connection_peer: Option<String>,
+    warned_client_ip_from_xff: Cell<bool>,
     metrics: Metrics,
     counters: Counters,
     runtime: RefCell<Runtime>,
@@ -161,7 +180,46 @@ pub fn config_schema() -> serde_json::Value {
 /// host: for `palisade check`.
 pub fn check_config(json: &[u8], host: HostKind) -> Result<(), ConfigError> {
     let config: Config = palisade_core::config::load(json)?;
-    check_host(config.signature_backend, &remotes(&config), host)
+    check_host(
+        config.signature_backend,
+        &remotes(&config),
+        connection_peer(&config).as_deref(),
+        host,
+    )
+}
+
+/// The path of the first `peer` node that reads the connection's
+/// certificate (none when XFCC is trusted: then the header is read).
+fn connection_peer(config: &Config) -> Option<String> {
+    fn find(req: &RequirementConfig, at: String) -> Option<String> {
+        if req.peer.is_some() {
+            return Some(format!("{at}.peer"));
+        }
+        for (field, list) in [("any", &req.any), ("all", &req.all)] {
+            for (i, child) in list.iter().flatten().enumerate() {
+                if let Some(found) = find(child, format!("{at}.{field}[{i}]")) {
+                    return Some(found);
+                }
+            }
+        }
+        None
+    }
+    if config.forwarded_client_cert == ForwardedClientCert::Trust {
+        return None;
+    }
+    let rules = config.rules.iter().enumerate().filter_map(|(i, r)| {
+        r.requires
+            .as_ref()
+            .and_then(|req| find(req, format!("rules[{i}].requires")))
+    });
+    rules
+        .chain(
+            config
+                .requires
+                .as_ref()
+                .and_then(|req| find(req, "requires".into())),
+        )
+        .next()
 }
 
 fn remotes(config: &Config) -> Vec<(String, String)> {
@@ -181,10 +239,19 @@ fn remotes(config: &Config) -> Vec<(String, String)> {
 fn check_host(
     backend: Backend,
     remotes: &[(String, String)],
+    connection_peer: Option<&str>,
     host: HostKind,
 ) -> Result<(), ConfigError> {
     if !host.is_known() {
         return Ok(());
+    }
+    if let (HostKind::Kong, Some(path)) = (host, connection_peer) {
+        return Err(ConfigError::new(
+            path,
+            "kong gives a filter no client certificate (no URI SAN property): \
+             set forwarded_client_cert: \"trust\" behind a proxy that writes \
+             x-forwarded-client-cert, or check the peer in front of kong",
+        ));
     }
     if backend == Backend::Host && !host.has_verify_signature() {
         return Err(ConfigError::new(
@@ -345,6 +412,10 @@ impl JwtPlugin {
         }
         Ok(JwtPlugin {
             needs_route_name: needs_route_name(&rules),
+            client_ip: config.client_ip,
+            forwarded_client_cert: config.forwarded_client_cert,
+            connection_peer: connection_peer(config),
+            warned_client_ip_from_xff: Cell::new(false),
             providers,
             sources,
             rules,
@@ -632,7 +703,12 @@ impl Plugin for JwtPlugin {
     }
 
     fn check_host(&self, kind: HostKind) -> Result<(), ConfigError> {
-        check_host(self.backend, &self.remotes, kind)
+        check_host(
+            self.backend,
+            &self.remotes,
+            self.connection_peer.as_deref(),
+            kind,
+        )
     }
 
     fn audit_mode(&self) -> palisade_core::audit::AuditMode {
@@ -706,25 +782,20 @@ impl JwtFilter {
             return Flow::Continue;
         };
         let now_ns = host.now_nanos();
-        let mut memo: Vec<Option<Outcome>> = vec![None; plugin.providers.len()];
         let mut pending = None;
-        let verdict = requires.evaluate(&mut |p| {
-            if let Some(Some(o)) = memo.get(p) {
-                return o.clone();
-            }
-            let outcome = match &extraction {
-                Extraction::One { source, token }
-                    if plugin.providers[p].sources.contains(source) =>
-                {
-                    plugin.outcome(host, p, token, now_ns, allow_fetch, &mut pending)
-                }
-                _ => Outcome::Missing,
-            };
-            if let Some(slot) = memo.get_mut(p) {
-                *slot = Some(outcome.clone());
-            }
-            outcome
-        });
+        let mut inputs = RequestInputs {
+            plugin: &plugin,
+            host,
+            headers,
+            extraction: &extraction,
+            now_ns,
+            allow_fetch,
+            pending: &mut pending,
+            memo: vec![None; plugin.providers.len()],
+            peer: None,
+            client_ip: None,
+        };
+        let verdict = requires.evaluate(&mut inputs);
         match verdict {
             Verdict::Met(met) => {
                 plugin.allow(host, headers, &ctx, &met, &extraction, rule.dry_run);
@@ -751,7 +822,146 @@ impl JwtFilter {
     }
 }
 
+/// What one request's requirement reads, each at most once and only when
+/// a node asks: tokens per provider, the peer, the client address.
+struct RequestInputs<'a> {
+    plugin: &'a JwtPlugin,
+    host: &'a mut dyn Host,
+    headers: &'a Headers,
+    extraction: &'a Extraction,
+    now_ns: u64,
+    allow_fetch: bool,
+    pending: &'a mut Option<(usize, u32)>,
+    memo: Vec<Option<Outcome>>,
+    peer: Option<Peer>,
+    client_ip: Option<Option<IpAddr>>,
+}
+
+impl Inputs for RequestInputs<'_> {
+    fn token(&mut self, p: usize) -> Outcome {
+        if let Some(Some(o)) = self.memo.get(p) {
+            return o.clone();
+        }
+        let outcome = match self.extraction {
+            Extraction::One { source, token }
+                if self.plugin.providers[p].sources.contains(source) =>
+            {
+                self.plugin.outcome(
+                    self.host,
+                    p,
+                    token,
+                    self.now_ns,
+                    self.allow_fetch,
+                    self.pending,
+                )
+            }
+            _ => Outcome::Missing,
+        };
+        if let Some(slot) = self.memo.get_mut(p) {
+            *slot = Some(outcome.clone());
+        }
+        outcome
+    }
+
+    fn peer(&mut self) -> Peer {
+        if self.peer.is_none() {
+            self.peer = Some(self.plugin.read_peer(self.host, self.headers));
+        }
+        self.peer.clone().unwrap_or(Peer::Missing)
+    }
+
+    fn client_ip(&mut self) -> Option<IpAddr> {
+        if self.client_ip.is_none() {
+            self.client_ip = Some(self.plugin.read_client_ip(self.host, self.headers));
+        }
+        self.client_ip.flatten()
+    }
+}
+
+/// Envoy's `connection.mtls`: a bool (one byte) saying the client presented
+/// a certificate, which the listener verified unless it is configured with
+/// `trust_chain_verification: ACCEPT_UNTRUSTED`.
+fn connection_mtls(host: &dyn Host) -> bool {
+    host.property(&["connection", "mtls"])
+        .is_some_and(|v| matches!(v.as_slice(), [1] | b"true"))
+}
+
 impl JwtPlugin {
+    /// The peer: from a trusted XFCC, or from the connection's certificate
+    /// (its URI SAN first; `connection.mtls` only to tell a certificate
+    /// without one from no certificate at all).
+    fn read_peer(&self, host: &dyn Host, headers: &Headers) -> Peer {
+        if self.forwarded_client_cert == ForwardedClientCert::Trust {
+            return peer::from_xfcc(headers);
+        }
+        let kind = host.kind();
+        if kind == HostKind::Kong {
+            // Refused by check_host; never read a property Kong lacks.
+            return Peer::Missing;
+        }
+        let uri = host
+            .property(&["connection", "uri_san_peer_certificate"])
+            .and_then(|raw| kind.decode_string(&raw));
+        if let Some(found) = peer::from_uri_san(uri.as_deref()) {
+            return found;
+        }
+        match connection_mtls(host) {
+            true => Peer::Ids(Vec::new()),
+            false => Peer::Missing,
+        }
+    }
+
+    /// The client address, as `ratelimit` finds it.
+    fn read_client_ip(&self, host: &mut dyn Host, headers: &Headers) -> Option<IpAddr> {
+        let kind = host.kind();
+        let source = host
+            .property(&["source", "address"])
+            .and_then(|raw| kind.decode_string(&raw));
+        if let Some(source) = &source {
+            if self.client_wrote_address(host, source, headers) {
+                return None;
+            }
+        }
+        client_ip::client_address(source.as_deref(), headers, &self.client_ip)
+    }
+
+    /// An address Envoy took from the client's own `X-Forwarded-For`
+    /// (`use_remote_address: false`) would let a client write its way into
+    /// an allow-list: it counts as unknown (refused), counted and warned
+    /// once per VM. Unlike `ratelimit`, which only warns, this is an access
+    /// decision. Behind a trusted proxy, `xff_num_trusted_hops` reads its entry.
+    fn client_wrote_address(&self, host: &mut dyn Host, source: &str, headers: &Headers) -> bool {
+        if self.client_ip.xff_num_trusted_hops != 0
+            || !client_ip::peer_from_forwarded_for(source, headers)
+        {
+            return false;
+        }
+        self.counters.client_ip_from_xff.add(host, 1);
+        if !self.warned_client_ip_from_xff.replace(true) {
+            host.log(
+                Level::Warn,
+                &format!(
+                    "palisade.{NAME}: a client_ip requirement refused the address Envoy took \
+                     from the client's own X-Forwarded-For (use_remote_address: false on the HTTP \
+                     connection manager), which any client can write: set use_remote_address: \
+                     true (behind N trusted proxies, also xff_num_trusted_hops: N); counted as \
+                     palisade.{NAME}.client_ip_from_xff, warned once per VM"
+                ),
+            );
+        }
+        true
+    }
+
+    /// Whether a client-sent XFCC must go: unless trusted, it is only left
+    /// on a connection with a client certificate (where Envoy's connection
+    /// manager sanitizes, sets or appends it per `forward_client_cert_details`).
+    /// Kong writes no XFCC and has no certificate property: always removed.
+    fn strips_xfcc(&self, host: &dyn Host, headers: &Headers) -> bool {
+        self.forwarded_client_cert == ForwardedClientCert::Ignore
+            && find(headers, XFCC).is_some()
+            && (host.kind() == HostKind::Kong || !connection_mtls(host))
+    }
+
     /// The success path: claim headers (client copies already gone), the
     /// token stripped unless `forward`, the decision published.
     fn allow(
@@ -791,10 +1001,11 @@ impl HttpFilter for JwtFilter {
         let headers = host.request_headers();
         let plugin = self.plugin.clone();
         let ctx = RequestContext::from_headers(NAME, &headers).audited(plugin.audit);
+        let strip_xfcc = plugin.strips_xfcc(host, &headers);
         // A client must never forge an identity header, whatever the route.
         if host.kind().strips_request_headers_by_overwrite()
             && palisade_core::headers::repeated(&headers, |n| {
-                plugin.claim_headers.iter().any(|c| c == n)
+                plugin.claim_headers.iter().any(|c| c == n) || (strip_xfcc && n == XFCC)
             })
         {
             return ctx.reject(
@@ -808,6 +1019,10 @@ impl HttpFilter for JwtFilter {
             if find(&headers, name).is_some() {
                 host.remove_request_header(name);
             }
+        }
+        if strip_xfcc {
+            host.remove_request_header(XFCC);
+            plugin.counters.forwarded_client_cert_stripped.add(host, 1);
         }
         if plugin.bypass_cors && extractor::is_cors_preflight(&headers) {
             return Flow::Continue;

@@ -1,11 +1,35 @@
 //! `requires` trees (`provider`, `any`, `all`, `allow_missing`, `scopes`,
-//! `claims`), evaluated lazily: a provider's token is verified only when a
-//! node asks for it, and at most once per request.
+//! `claims`, `peer`, `client_ip`), evaluated lazily: a provider's token is
+//! verified only when a node asks for it, and at most once per request;
+//! the peer and the client address are read only when a node asks.
 
 use crate::config::{ClaimCheck, RequirementConfig};
 use crate::matcher;
+use crate::peer::{Peer, PeerRule};
 use crate::verifier::{Failure, Verified};
+use std::net::IpAddr;
 use std::rc::Rc;
+
+/// What the nodes ask of the request; the caller memoizes each answer.
+pub trait Inputs {
+    /// What provider `p` makes of the request's token.
+    fn token(&mut self, p: usize) -> Outcome;
+    /// The calling workload.
+    fn peer(&mut self) -> Peer {
+        Peer::Missing
+    }
+    /// The client's address (`None`: unknown).
+    fn client_ip(&mut self) -> Option<IpAddr> {
+        None
+    }
+}
+
+/// Token-only trees (and tests) can pass a closure.
+impl<F: FnMut(usize) -> Outcome> Inputs for F {
+    fn token(&mut self, p: usize) -> Outcome {
+        self(p)
+    }
+}
 
 /// A compiled requirement; providers by index.
 #[derive(Debug, Clone)]
@@ -18,6 +42,8 @@ pub enum Requirement {
     },
     Any(Vec<Requirement>, bool),
     All(Vec<Requirement>, bool),
+    Peer(PeerRule),
+    ClientIp(Vec<ipnet::IpNet>),
 }
 
 /// What one provider made of the request's token.
@@ -45,15 +71,25 @@ pub enum Unmet {
         scopes: Vec<String>,
         claim: bool,
     },
+    /// 403: no client certificate (or no trusted XFCC).
+    PeerMissing,
+    /// 403: a peer whose identity is not listed.
+    PeerMismatch,
+    /// 403: the client address is in none of the networks.
+    ClientIpNotAllowed,
 }
 
 impl Unmet {
+    /// Which failure of an `any` answers: the most specific about the
+    /// token. Connection failures rank lowest there, since a token would
+    /// still satisfy the `any` (its 401 is the actionable answer).
     fn rank(&self) -> u8 {
         match self {
-            Unmet::Missing => 0,
-            Unmet::Unavailable(_) => 1,
-            Unmet::Invalid(_) => 2,
-            Unmet::Insufficient { .. } => 3,
+            Unmet::PeerMissing | Unmet::PeerMismatch | Unmet::ClientIpNotAllowed => 0,
+            Unmet::Missing => 1,
+            Unmet::Unavailable(_) => 2,
+            Unmet::Invalid(_) => 3,
+            Unmet::Insufficient { .. } => 4,
         }
     }
 }
@@ -75,7 +111,16 @@ enum Step {
 }
 
 impl Requirement {
+    /// `config` was validated: a list that fails to parse here compiles to
+    /// a node no request meets (never reached, and never an open door).
     pub fn compile(config: &RequirementConfig, index: &dyn Fn(&str) -> usize) -> Requirement {
+        if let Some(peer) = &config.peer {
+            let (ids, domains) = peer.parse().unwrap_or_default();
+            return Requirement::Peer(PeerRule { ids, domains });
+        }
+        if let Some(ip) = &config.client_ip {
+            return Requirement::ClientIp(ip.parse().unwrap_or_default());
+        }
         if let Some(list) = &config.any {
             return Requirement::Any(
                 list.iter()
@@ -111,11 +156,39 @@ impl Requirement {
             Requirement::Any(list, _) | Requirement::All(list, _) => {
                 list.iter().for_each(|r| r.providers(out))
             }
+            Requirement::Peer(_) | Requirement::ClientIp(_) => {}
         }
     }
 
-    /// Evaluates with `outcome(provider)`, which the caller memoizes.
-    pub fn evaluate(&self, outcome: &mut dyn FnMut(usize) -> Outcome) -> Verdict {
+    /// Whether a node of the tree reads the peer.
+    pub fn reads_peer(&self) -> bool {
+        match self {
+            Requirement::Peer(_) => true,
+            Requirement::Any(list, _) | Requirement::All(list, _) => {
+                list.iter().any(Requirement::reads_peer)
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether a node of the tree reads the client address.
+    pub fn reads_client_ip(&self) -> bool {
+        match self {
+            Requirement::ClientIp(_) => true,
+            Requirement::Any(list, _) | Requirement::All(list, _) => {
+                list.iter().any(Requirement::reads_client_ip)
+            }
+            _ => false,
+        }
+    }
+
+    /// Peer and address nodes: what the connection is, whatever the token.
+    fn is_connection(&self) -> bool {
+        matches!(self, Requirement::Peer(_) | Requirement::ClientIp(_))
+    }
+
+    /// Evaluates with `inputs`, which the caller memoizes.
+    pub fn evaluate(&self, outcome: &mut dyn Inputs) -> Verdict {
         match self.step(outcome) {
             Step::Met(v) => Verdict::Met(v),
             Step::Unmet(u) => Verdict::Unmet(u),
@@ -123,15 +196,33 @@ impl Requirement {
         }
     }
 
-    fn step(&self, outcome: &mut dyn FnMut(usize) -> Outcome) -> Step {
+    fn step(&self, outcome: &mut dyn Inputs) -> Step {
         let (result, allow_missing) = match self {
+            Requirement::Peer(rule) => {
+                let result = match outcome.peer() {
+                    Peer::Missing => Step::Unmet(Unmet::PeerMissing),
+                    Peer::Ids(ids) if rule.admits(&ids) => Step::Met(Vec::new()),
+                    Peer::Ids(_) => Step::Unmet(Unmet::PeerMismatch),
+                };
+                (result, false)
+            }
+            Requirement::ClientIp(nets) => {
+                let allowed = outcome
+                    .client_ip()
+                    .is_some_and(|ip| nets.iter().any(|n| n.contains(&ip)));
+                let result = match allowed {
+                    true => Step::Met(Vec::new()),
+                    false => Step::Unmet(Unmet::ClientIpNotAllowed),
+                };
+                (result, false)
+            }
             Requirement::Provider {
                 provider,
                 scopes,
                 claims,
                 allow_missing,
             } => {
-                let result = match outcome(*provider) {
+                let result = match outcome.token(*provider) {
                     Outcome::Missing => Step::Unmet(Unmet::Missing),
                     Outcome::Invalid(f) => Step::Unmet(Unmet::Invalid(f)),
                     Outcome::Unavailable => Step::Unmet(Unmet::Unavailable(*provider)),
@@ -180,7 +271,14 @@ impl Requirement {
                 let mut all = Vec::new();
                 let mut missing = false;
                 let mut failed = None;
-                for child in list {
+                // The connection's nodes first: a wrong peer or address is a
+                // 403 whatever the token, never a 401 asking for one (and no
+                // token is verified for a request refused anyway).
+                let ordered = list
+                    .iter()
+                    .filter(|c| c.is_connection())
+                    .chain(list.iter().filter(|c| !c.is_connection()));
+                for child in ordered {
                     match child.step(outcome) {
                         Step::Met(v) => all.extend(v),
                         Step::Pending(p) => return Step::Pending(p),
@@ -275,5 +373,103 @@ mod tests {
             optional.evaluate(&mut |_| Outcome::Pending),
             Verdict::Pending(0)
         ));
+    }
+
+    /// Inputs with a fixed peer and address, counting token verifications.
+    struct Fixed {
+        peer: Peer,
+        ip: Option<IpAddr>,
+        token: Outcome,
+        asked: u32,
+    }
+
+    impl Inputs for Fixed {
+        fn token(&mut self, _p: usize) -> Outcome {
+            self.asked += 1;
+            self.token.clone()
+        }
+        fn peer(&mut self) -> Peer {
+            self.peer.clone()
+        }
+        fn client_ip(&mut self) -> Option<IpAddr> {
+            self.ip
+        }
+    }
+
+    fn fixed(peer: Peer, ip: Option<&str>, token: Outcome) -> Fixed {
+        Fixed {
+            peer,
+            ip: ip.and_then(|i| i.parse().ok()),
+            token,
+            asked: 0,
+        }
+    }
+
+    fn frontend() -> Requirement {
+        let id = spiffe::SpiffeId::new("spiffe://td/sa/frontend").unwrap();
+        Requirement::Peer(PeerRule {
+            ids: vec![id],
+            domains: vec![],
+        })
+    }
+
+    fn ids(s: &str) -> Peer {
+        Peer::Ids(vec![spiffe::SpiffeId::new(s).unwrap()])
+    }
+
+    #[test]
+    fn connection_nodes_decide_all_before_any_token_is_verified() {
+        // The provider is listed first; the peer still answers first.
+        let all = Requirement::All(vec![node(0, &[], false), frontend()], false);
+        for token in [
+            Outcome::Missing,
+            Outcome::Invalid(Failure::Expired),
+            valid(""),
+        ] {
+            let mut wrong = fixed(ids("spiffe://td/sa/other"), None, token.clone());
+            assert!(matches!(
+                all.evaluate(&mut wrong),
+                Verdict::Unmet(Unmet::PeerMismatch)
+            ));
+            assert_eq!(wrong.asked, 0);
+            let mut none = fixed(Peer::Missing, None, token);
+            assert!(matches!(
+                all.evaluate(&mut none),
+                Verdict::Unmet(Unmet::PeerMissing)
+            ));
+        }
+        let mut right = fixed(ids("spiffe://td/sa/frontend"), None, Outcome::Missing);
+        assert!(matches!(
+            all.evaluate(&mut right),
+            Verdict::Unmet(Unmet::Missing)
+        ));
+        let mut both = fixed(ids("spiffe://td/sa/frontend"), None, valid(""));
+        assert!(matches!(all.evaluate(&mut both), Verdict::Met(ref m) if m.len() == 1));
+        // allow_missing on the all never turns a peer failure into a pass.
+        let lenient = Requirement::All(vec![frontend(), node(0, &[], false)], true);
+        let mut wrong = fixed(ids("spiffe://td/sa/other"), None, Outcome::Missing);
+        assert!(matches!(
+            lenient.evaluate(&mut wrong),
+            Verdict::Unmet(Unmet::PeerMismatch)
+        ));
+    }
+
+    #[test]
+    fn in_any_a_token_failure_answers_over_a_connection_failure() {
+        let nets = vec!["10.0.0.0/8".parse().unwrap()];
+        let any = Requirement::Any(
+            vec![Requirement::ClientIp(nets), node(0, &[], false)],
+            false,
+        );
+        let mut out = fixed(Peer::Missing, Some("192.0.2.1"), Outcome::Missing);
+        assert!(matches!(
+            any.evaluate(&mut out),
+            Verdict::Unmet(Unmet::Missing)
+        ));
+        let mut inside = fixed(Peer::Missing, Some("10.1.1.1"), Outcome::Missing);
+        assert!(matches!(any.evaluate(&mut inside), Verdict::Met(ref m) if m.is_empty()));
+        assert_eq!(inside.asked, 0);
+        let mut unknown = fixed(Peer::Missing, None, valid(""));
+        assert!(matches!(any.evaluate(&mut unknown), Verdict::Met(ref m) if m.len() == 1));
     }
 }

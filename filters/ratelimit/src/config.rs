@@ -258,15 +258,8 @@ impl JsonSchema for KeyPart {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ClientIpConfig {
-    /// Proxies in front of this one that append to `X-Forwarded-For`. 0: the
-    /// connection's peer is the client and the header is ignored. N: the N-th
-    /// entry from the right (what the nearest trusted proxy recorded).
-    #[serde(default)]
-    pub xff_num_trusted_hops: u8,
-}
+/// Shared with `jwt`: one client-address logic for every control.
+pub use palisade_core::client_ip::ClientIpConfig;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
