@@ -82,6 +82,10 @@ pub struct Record {
     pub client_id: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub scopes: Vec<String>,
+    /// The calling workload's SPIFFE id, when a `peer` requirement read it
+    /// (its verified client certificate, or a trusted hop's XFCC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
     /// Each rate limit that counted the request: `<limit>:<key part labels>`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rate_limits: Vec<String>,
@@ -99,6 +103,8 @@ pub struct Identity {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Facts {
     pub identity: Option<Identity>,
+    /// The workload's SPIFFE id (see [`Record::peer`]).
+    pub peer: Option<String>,
     pub rate_limits: Vec<String>,
 }
 
@@ -156,6 +162,9 @@ impl Record {
             if !id.scopes.is_empty() {
                 self.scopes = id.scopes.into_iter().take(MAX_SCOPES).map(clip).collect();
             }
+        }
+        if let Some(peer) = facts.peer {
+            self.peer = Some(clip(peer));
         }
         for label in facts.rate_limits {
             if !self.rate_limits.contains(&label) {
@@ -271,6 +280,7 @@ mod tests {
                 scopes: vec!["a".into(); MAX_SCOPES + 5],
             }),
             rate_limits: vec!["per-user:claim.sub".into()],
+            peer: None,
         };
         let d = |v: &str| Decision {
             control: "x".into(),

@@ -45,6 +45,7 @@ fn controls_in_separate_modules_add_to_one_record_in_order() {
                 scopes: vec!["orders.read".into()],
             }),
             rate_limits: Vec::new(),
+            peer: None,
         },
     );
     let metrics = Metrics::define(&mut host, "ratelimit", &[], &["limited"]);
@@ -163,6 +164,7 @@ fn the_record_never_carries_what_the_client_wrote() {
                 scopes: vec!["a\u{0}b".into()],
             }),
             rate_limits: vec!["per-ip:client_ip".into()],
+            peer: None,
         },
     );
     let denial = Denial::new(

@@ -34,6 +34,7 @@ use jwks::{AlgSet, KeySet};
 use jwks_cache::ProviderKeys;
 use jwks_fetcher::{Fetched, Fetcher, Start, Trigger, NANOS};
 use jwt_cache::TokenCache;
+use palisade_core::audit::Facts;
 use palisade_core::client_ip::{self, ClientIpConfig};
 use palisade_core::config::ConfigError;
 use palisade_core::host::{CallResponse, Headers};
@@ -796,15 +797,28 @@ impl JwtFilter {
             client_ip: None,
         };
         let verdict = requires.evaluate(&mut inputs);
+        // The workload, for the audit record, when a `peer` node read it.
+        let facts = Facts {
+            peer: match inputs.peer.take() {
+                Some(Peer::Ids(ids)) => ids.first().map(ToString::to_string),
+                _ => None,
+            },
+            ..Facts::default()
+        };
         match verdict {
             Verdict::Met(met) => {
                 plugin.allow(host, headers, &ctx, &met, &extraction, rule.dry_run);
+                // A verified token (its identity comes from the claims just
+                // set) or the workload alone admitted the request.
+                if !met.is_empty() || facts.peer.is_some() {
+                    palisade_core::audit::record(host, &ctx, "allow", None, facts);
+                }
                 Flow::Continue
             }
             Verdict::Unmet(unmet) => {
                 let denial =
                     answer::for_unmet(&unmet, &plugin.realm, &|p| plugin.on_unavailable(p));
-                ctx.reject(host, &plugin.metrics, denial, rule.dry_run)
+                ctx.reject_with(host, &plugin.metrics, denial, rule.dry_run, facts)
             }
             Verdict::Pending(_) => match pending {
                 Some((_, call)) => {
@@ -990,7 +1004,7 @@ impl JwtPlugin {
         }
         if let Some((_, verified)) = met.first() {
             host.set_property(&[CLAIMS_PROPERTY], &verified.claims_json);
-            ctx.allow(host);
+            ctx.publish(host, "allow");
             self.counters.allowed.add(host, 1);
         }
     }

@@ -608,3 +608,31 @@ fn config_errors_name_the_field() {
         assert!(schema.contains(field), "{field}");
     }
 }
+
+#[test]
+fn the_audit_record_names_the_workload_with_the_caller() {
+    let record = |h: &FakeHost| -> Value {
+        serde_json::from_slice(&h.properties[palisade_core::audit::PROPERTY]).expect("a record")
+    };
+    let vm = vm(&config(
+        json!({"provider": "corp"}),
+        json!({"audit": "all"}),
+    ));
+    let auth = bearer();
+    let token = [("authorization", auth.as_str())];
+    let (_, h) = on(&vm, Conn::Cert(Some(FRONTEND)), "/east/1", &token);
+    let rec = record(&h);
+    assert_eq!(rec["peer"], FRONTEND);
+    assert_eq!(rec["decisions"][0]["verdict"], "allow");
+    assert!(rec["subject"].is_string(), "{rec}");
+    // A wrong workload: denied, and the record says which one called.
+    let (_, h) = on(&vm, Conn::Cert(Some(OTHER)), "/east/1", &token);
+    let rec = record(&h);
+    assert_eq!(rec["peer"], OTHER);
+    assert_eq!(rec["decisions"][0]["verdict"], "deny");
+    // No certificate: no peer in the record, and the reason tells.
+    let (_, h) = on(&vm, Conn::Plain, "/east/1", &token);
+    let rec = record(&h);
+    assert!(rec.get("peer").is_none(), "{rec}");
+    assert_eq!(rec["decisions"][0]["reason"], "peer_missing");
+}
