@@ -23,6 +23,28 @@ pub const METHOD: &str = "ShouldRateLimit";
 /// gRPC's DEADLINE_EXCEEDED, counted apart from other failures.
 pub const GRPC_DEADLINE_EXCEEDED: u32 = 4;
 
+/// gRPC's UNAVAILABLE: what Envoy reports for a call that hit its
+/// deadline (its async client answers the timeout with HTTP 504, which
+/// gRPC maps to UNAVAILABLE), as well as for a connection that failed.
+pub const GRPC_UNAVAILABLE: u32 = 14;
+
+/// Whether a failed call hit its deadline: DEADLINE_EXCEEDED, or
+/// UNAVAILABLE once (90 % of) `timeout_ms` had passed; an UNAVAILABLE
+/// sooner is a connection that failed.
+pub fn is_deadline(status: u32, elapsed_ms: u64, timeout_ms: u64) -> bool {
+    status == GRPC_DEADLINE_EXCEEDED
+        || (status == GRPC_UNAVAILABLE
+            && elapsed_ms.saturating_mul(10) >= timeout_ms.saturating_mul(9))
+}
+
+/// The log reason for a call that hit its deadline.
+pub fn deadline_failure(status: u32, elapsed_ms: u64) -> String {
+    format!(
+        "gRPC status {status} after {elapsed_ms} ms (deadline exceeded: no answer within \
+         global.timeout_ms)"
+    )
+}
+
 /// A failed call's gRPC status in an operator's words (Envoy maps a
 /// connection that could not be made, TLS included, to UNAVAILABLE).
 pub fn grpc_failure(status: u32) -> String {

@@ -387,6 +387,9 @@ struct Pending {
     keys: Vec<(usize, Key)>,
     ctx: RequestContext,
     grpc: bool,
+    /// When the call was dispatched (host clock), to tell a deadline from
+    /// a connection that failed: Envoy reports both as UNAVAILABLE.
+    started_ns: u64,
 }
 
 /// One request.
@@ -489,6 +492,7 @@ impl HttpFilter for RateLimitFilter {
                     })
                     .collect();
                 let message = global::request(&global.domain, &asks);
+                let started_ns = host.now_nanos();
                 match host.grpc_call(
                     &global.cluster,
                     global::SERVICE,
@@ -504,6 +508,7 @@ impl HttpFilter for RateLimitFilter {
                             keys,
                             ctx,
                             grpc,
+                            started_ns,
                         });
                         Flow::Pause
                     }
@@ -543,10 +548,14 @@ impl HttpFilter for RateLimitFilter {
                 status: 0, message, ..
             } => global::decode(&message, p.keys.len()),
             CallResponse::Grpc { status, .. } => {
-                if status == global::GRPC_DEADLINE_EXCEEDED {
+                let timeout_ms = plugin.global.as_ref().map_or(0, |g| g.timeout_ms);
+                let elapsed_ms = host.now_nanos().saturating_sub(p.started_ns) / 1_000_000;
+                if global::is_deadline(status, elapsed_ms, timeout_ms) {
                     plugin.counters.global_timeout.add(host, 1);
+                    why = global::deadline_failure(status, elapsed_ms);
+                } else {
+                    why = global::grpc_failure(status);
                 }
-                why = global::grpc_failure(status);
                 None
             }
             CallResponse::Http { .. } => None,

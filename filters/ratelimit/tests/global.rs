@@ -52,6 +52,16 @@ fn over_limit() -> Vec<u8> {
 
 /// Sends the request, checks the call, answers it; the host after.
 fn exchange(w: &Worker, status: u32, message: Vec<u8>) -> (Flow, palisade_core::fake::FakeHost) {
+    exchange_after(w, status, message, 0)
+}
+
+/// [`exchange`], the answer coming `elapsed_ms` after the call.
+fn exchange_after(
+    w: &Worker,
+    status: u32,
+    message: Vec<u8>,
+    elapsed_ms: u64,
+) -> (Flow, palisade_core::fake::FakeHost) {
     let mut f = w.filter();
     let mut h = w
         .request("GET", "/")
@@ -81,6 +91,7 @@ fn exchange(w: &Worker, status: u32, message: Vec<u8>) -> (Flow, palisade_core::
     assert_eq!(entries[0].value, "per-key");
     assert_eq!(entries[1].key, "header.x-api-key");
     assert!(!entries[1].value.contains("sekret"));
+    h.advance_ms(elapsed_ms);
     let flow = f.on_call_response(
         &mut h,
         CallResponse::Grpc {
@@ -118,6 +129,30 @@ fn over_limit_is_a_429_with_the_services_reset() {
     assert_eq!(sent.status, 429);
     assert_eq!(sent.header("retry-after"), Some("18"));
     assert_eq!(h.counter("palisade.ratelimit.limited.per-key"), 1);
+}
+
+/// Envoy answers a call that hit its deadline with UNAVAILABLE (its async
+/// client's 504 mapped to gRPC), not DEADLINE_EXCEEDED: found by
+/// `tests/tests/faults.rs` against a hanging service. The time tells the
+/// two apart.
+#[test]
+fn unavailable_at_the_deadline_counts_as_a_timeout_and_sooner_as_a_failed_connection() {
+    let w = Worker::new(&config("deny"));
+    let (flow, h) = exchange_after(&w, 14, Vec::new(), 250);
+    assert_eq!(flow, Flow::Pause);
+    assert_eq!(h.sent.as_ref().unwrap().status, 503);
+    assert_eq!(h.counter("palisade.ratelimit.global_timeout"), 1);
+    assert_eq!(h.counter("palisade.ratelimit.global_error"), 1);
+    assert!(h.logged(
+        palisade_core::Level::Warn,
+        "gRPC status 14 after 250 ms (deadline exceeded: no answer within global.timeout_ms)"
+    ));
+    let (_, h) = exchange_after(&w, 14, Vec::new(), 3);
+    assert_eq!(h.counter("palisade.ratelimit.global_timeout"), 0);
+    assert!(h.logged(
+        palisade_core::Level::Warn,
+        "gRPC status 14 (unavailable: the connection failed"
+    ));
 }
 
 #[test]
