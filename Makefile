@@ -100,7 +100,7 @@ integration: build envoy test-servers
 	@# The five filters' suites again, each control alone in $(DIST)/palisade.wasm
 	@# (a one-route, one-control chain; tests/src/config.rs, ModuleMode::One).
 	ENVOY_BIN="$${ENVOY_BIN:-$(ENVOY_FROM_VENV)}" PALISADE_MODULE=one cargo test -p palisade-tests \
-	  --test headers --test errors --test jwt --test ratelimit --test schema -- --test-threads 2
+	  --test headers --test errors --test jwt --test ratelimit --test schema --test faults -- --test-threads 2
 
 test: lint unit wasm-test build integration
 	$(MAKE) dist CLI_PROFILE=dev

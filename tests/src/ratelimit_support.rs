@@ -47,34 +47,47 @@ impl Redis {
     /// Starts it and waits until it answers PING (panics after 10 s).
     pub fn start() -> Redis {
         let dir = tempfile::tempdir().expect("temp dir for redis");
-        let port = free_port();
+        let mut redis = Redis {
+            child: None,
+            port: free_port(),
+            _dir: dir,
+        };
+        redis.spawn();
+        redis
+    }
+
+    /// Runs `redis-server` on this port and waits until it answers PING.
+    fn spawn(&mut self) {
         let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
             .arg("--dir")
-            .arg(dir.path())
+            .arg(self._dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("start redis-server (apt-get install -y redis-server)");
-        let redis = Redis {
-            child: Some(child),
-            port,
-            _dir: dir,
-        };
+        self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let ok = redis::Client::open(redis.url())
+            let ok = redis::Client::open(self.url())
                 .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(200)))
                 .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
                 .is_ok();
             if ok {
-                return redis;
+                return;
             }
             assert!(Instant::now() < deadline, "redis-server did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Kills it if running, then starts a fresh one (empty: no persistence)
+    /// on the same port, as a restarted Redis would come back.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
     }
 
     /// The port it listens on.
