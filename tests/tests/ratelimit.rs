@@ -327,12 +327,23 @@ fn x_ratelimit_style_and_a_bad_config_refused_naming_the_field() {
 
 #[test]
 fn exactly_n_requests_succeed_across_two_workers_every_round() {
+    exactly_n_across(2);
+}
+
+#[test]
+fn exactly_n_requests_succeed_across_four_workers_every_round() {
+    exactly_n_across(4);
+}
+
+/// 16 client threads send 128 requests at once, limit 40, 4 rounds:
+/// exactly 40 succeed each time, and every worker served connections.
+fn exactly_n_across(workers: u32) {
     let config = json!({
         "rules": [{"limits": [{"name": "round", "key": [{"header": "x-round"}], "requests": 40, "per_s": 3600}]}]
     });
     let envoy = Envoy::start(
         &EnvoyConfig::new()
-            .concurrency(2)
+            .concurrency(workers)
             .route(Route::prefix("direct", "/").direct(200, "ok"))
             .wasm(ratelimit(&config)),
     );
@@ -342,9 +353,9 @@ fn exactly_n_requests_succeed_across_two_workers_every_round() {
         assert_eq!(counts.get(&200), Some(&40), "round {round}: {counts:?}");
         assert_eq!(counts.get(&429), Some(&88), "round {round}: {counts:?}");
     }
-    // Both workers served connections: the count really was shared.
+    // Every worker served connections: the count really was shared.
     let stats = envoy.stats();
-    for worker in ["worker_0", "worker_1"] {
+    for worker in (0..workers).map(|w| format!("worker_{w}")) {
         let served: u64 = stats
             .lines()
             .filter(|l| l.contains(&format!("{worker}.downstream_cx_total")))
