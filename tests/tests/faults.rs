@@ -543,6 +543,70 @@ fn jwks_endpoint_faults_keep_the_last_good_keys_count_back_off_and_recover() {
     nothing_held(&envoy);
 }
 
+/// The first request on a cold Envoy starts the JWKS fetch itself and is
+/// held for the slow endpoint's answer; its client leaves meanwhile. The
+/// fetch belonged to that request's stream: the provider must still get
+/// its keys (once the abandoned fetch's lease ends, the tick fetches
+/// again), requests meanwhile follow `on_jwks_unavailable` at once, and
+/// nothing stays held.
+#[test]
+fn a_client_leaving_the_cold_start_fetch_it_started_does_not_strand_the_provider() {
+    let upstream = Upstream::start();
+    let idp = RawServer::start();
+    idp.set(
+        "/jwks",
+        Fault::Slow(Duration::from_millis(1500), jwks_bytes(&["rsa1"])),
+    );
+    let remote = json!({"cache_duration_s": 600, "timeout_ms": 2500});
+    let config = json!({
+        "providers": {"corp": provider("/jwks", remote, json!({}))},
+        "rules": [{"match": {"prefix": "/"}, "requires": {"provider": "corp"}}]
+    });
+    let envoy = Envoy::start(
+        &EnvoyConfig::new()
+            .upstream(&upstream)
+            .cluster("idp", idp.port())
+            .wasm(WasmFilter::new("jwt", dist_wasm("jwt")).config_json(&config)),
+    );
+    let valid = bearer("valid");
+    let request = client::raw_request("GET", "/a", &[("authorization", &valid)], b"");
+    let left = Instant::now();
+    let got = send_and_abandon(envoy.listener_addr(), &request, Duration::from_millis(400));
+    assert!(
+        got.is_empty(),
+        "the first request was not held: {}",
+        String::from_utf8_lossy(&got)
+    );
+    assert!(
+        eventually(WAIT, || envoy
+            .log()
+            .contains("no keys yet, a request fetches the JWKS")),
+        "the request did not start the fetch:\n{}",
+        envoy.log()
+    );
+    nothing_held(&envoy);
+    let auth = [("authorization", valid.as_str())];
+    let mut statuses = BTreeMap::new();
+    let recovered = eventually(Duration::from_secs(15), || {
+        let s = timed(&envoy.url("/a"), &auth).0.status;
+        *statuses.entry(s).or_insert(0) += 1;
+        s == 200
+    });
+    assert!(recovered, "the provider never got its keys: {statuses:?}");
+    // Meanwhile: on_jwks_unavailable (deny: 401) at once, nothing else.
+    assert!(
+        statuses.keys().all(|s| [200, 401].contains(s)),
+        "{statuses:?}"
+    );
+    eprintln!(
+        "cold fetch abandoned: keys after {:?}, {} fetches, answers meanwhile {statuses:?}",
+        left.elapsed(),
+        idp.hits("/jwks", left)
+    );
+    assert_eq!(timed(&envoy.url("/a"), &auth).0.status, 200);
+    nothing_held(&envoy);
+}
+
 // ---------------------------------------------------------------------------
 // 2. The global rate-limit service.
 
