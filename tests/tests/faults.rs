@@ -227,6 +227,12 @@ fn serve_raw(mut stream: TcpStream, state: &Mutex<RawState>, stop: &AtomicBool) 
 // ---------------------------------------------------------------------------
 // Shared helpers.
 
+/// A bootstrap with room to start: palisade.wasm (`PALISADE_MODULE=one`)
+/// compiles slowly on a busy machine, once per VM id.
+fn envoy_config() -> EnvoyConfig {
+    EnvoyConfig::new().startup_timeout(Duration::from_secs(120))
+}
+
 /// Waits until `f` holds, for at most `timeout`.
 fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
@@ -379,7 +385,7 @@ fn jwks_endpoint_faults_keep_the_last_good_keys_count_back_off_and_recover() {
         ]
     });
     let envoy = Envoy::start(
-        &EnvoyConfig::new()
+        &envoy_config()
             .upstream(&upstream)
             .cluster("idp", idp.port())
             .concurrency(2)
@@ -563,7 +569,7 @@ fn a_client_leaving_the_cold_start_fetch_it_started_does_not_strand_the_provider
         "rules": [{"match": {"prefix": "/"}, "requires": {"provider": "corp"}}]
     });
     let envoy = Envoy::start(
-        &EnvoyConfig::new()
+        &envoy_config()
             .upstream(&upstream)
             .cluster("idp", idp.port())
             .wasm(WasmFilter::new("jwt", dist_wasm("jwt")).config_json(&config)),
@@ -781,7 +787,7 @@ fn a_hanging_or_garbage_rate_limit_service_follows_on_error_within_the_timeout()
     );
     let behaviours = ["ok", "hang", "garbage"];
     let envoy = Envoy::start(
-        &EnvoyConfig::new()
+        &envoy_config()
             .upstream(&upstream)
             .bootstrap_extra(clusters_extra(vec![
                 cluster("echo", upstream.port(), false),
@@ -791,16 +797,11 @@ fn a_hanging_or_garbage_rate_limit_service_follows_on_error_within_the_timeout()
             .wasm(global_filter("allow", "rls", "allow", &behaviours))
             .wasm(global_filter("deny", "rls", "deny", &behaviours))
             .wasm(global_filter("local", "rls", "local", &behaviours))
-            .wasm(global_filter("h2", "rls_garbage", "deny", &["garbage"]))
-            // palisade.wasm (PALISADE_MODULE=one) compiles slowly on a busy machine.
-            .startup_timeout(Duration::from_secs(120)),
+            .wasm(global_filter("h2", "rls_garbage", "deny", &["garbage"])),
     );
     let deadline = Duration::from_millis(RLS_TIMEOUT_MS);
     let bound = deadline + Duration::from_secs(3);
-    let status_of = |path: &str| {
-        let (r, elapsed) = timed(&envoy.url(path), &[]);
-        (r, elapsed)
-    };
+    let status_of = |path: &str| timed(&envoy.url(path), &[]);
 
     // The service works: every on_error admits.
     for mode in ["allow", "deny", "local"] {
@@ -894,7 +895,7 @@ fn a_redis_restart_under_traffic_is_a_503_window_then_exact_counting() {
         "rules": [{"limits": [{"name": "shared", "key": [{"header": "x-round"}], "requests": 20, "per_s": 3600}]}]
     });
     let envoy = Envoy::start(
-        &EnvoyConfig::new()
+        &envoy_config()
             .upstream(&upstream)
             .concurrency(2)
             .bootstrap_extra(clusters_extra(vec![
@@ -1016,7 +1017,7 @@ fn aborted_bodies_and_upstream_resets_mid_response_leave_nothing_held_and_leak_n
     resetter.set("/reset/404", Fault::Raw(cut("404 Not Found")));
     let schema = json!({"hold_headers": true, "max_body_bytes": 65536, "openapi": petstore()});
     let envoy = Envoy::start(
-        &EnvoyConfig::new()
+        &envoy_config()
             .upstream(&upstream)
             .cluster("resetter", resetter.port())
             .route(Route::prefix("reset", "/reset").cluster("resetter"))
