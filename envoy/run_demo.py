@@ -36,7 +36,7 @@ def wasm_filter(name, wasm_path, config_json):
         "    config:",
         f"      name: palisade.{name}",
         f"      root_id: palisade.{name}",
-        "      failure_policy: FAIL_CLOSED",
+        "      failure_policy: FAIL_RELOAD",
     ]
     if name in HOLD_HEADERS:
         lines.append("      allow_on_headers_stop_iteration: true")
@@ -78,7 +78,7 @@ def module_filter(wasm_path, chain, hold):
         "    config:",
         "      name: palisade",
         "      root_id: palisade",
-        "      failure_policy: FAIL_CLOSED",
+        "      failure_policy: FAIL_RELOAD",
     ]
     if hold:
         # A control holds headers back while it reads a body (hold_headers).

@@ -8,7 +8,7 @@
 //! order. Different routes may order the same controls differently.
 //! `allow_on_headers_stop_iteration` is set only when a control holds
 //! headers back (`hold_headers` of errors or schema), the failure policy is
-//! `FAIL_CLOSED` when any control of the chain fails closed.
+//! `FAIL_RELOAD` when any control of the chain fails closed.
 //!
 //! With [`Modules::PerFilter`], each control is its own module:
 //! Envoy's wasm filter has no per-route config, and one HTTP connection
@@ -161,13 +161,13 @@ pub fn holds_headers(u: &Use) -> bool {
     top || in_rule
 }
 
-/// `palisade.wasm`'s Envoy filter for `routes`: `FAIL_CLOSED` when any of
+/// `palisade.wasm`'s Envoy filter for `routes`: `FAIL_RELOAD` when any of
 /// their controls fails closed (jwt, schema), and
 /// `allow_on_headers_stop_iteration` only when a control holds headers.
 pub fn module_json(chain: &Chain, routes: &[&Route], wasm_dir: &str) -> Value {
     let uses = || routes.iter().flat_map(|r| r.filters.iter());
-    let policy = if uses().any(|u| u.filter.envoy_failure_policy() == "FAIL_CLOSED") {
-        "FAIL_CLOSED"
+    let policy = if uses().any(|u| u.filter.envoy_failure_policy() == "FAIL_RELOAD") {
+        "FAIL_RELOAD"
     } else {
         "FAIL_OPEN"
     };
@@ -803,7 +803,7 @@ routes:
         let v = render(&c, &Options::default()).unwrap();
         let plugin = &hcm(&v)["http_filters"][0]["typed_config"]["config"];
         assert_eq!(plugin["allow_on_headers_stop_iteration"], true);
-        assert_eq!(plugin["failure_policy"], "FAIL_CLOSED");
+        assert_eq!(plugin["failure_policy"], "FAIL_RELOAD");
         let routes = &hcm(&v)["route_config"]["virtual_hosts"][0]["routes"];
         assert_eq!(routes.as_array().unwrap().len(), 1, "a catch-all route");
     }

@@ -298,7 +298,7 @@ fn module_envoy_filter(chain: &Chain, routes: &[&Route], options: &Options) -> R
                 route_names(routes),
                 options.wasm_dir
             ),
-            "failure_policy FAIL_CLOSED when a control fails closed; \
+            "failure_policy FAIL_RELOAD when a control fails closed; \
              allow_on_headers_stop_iteration only when a control holds headers"
                 .into(),
         ],

@@ -61,12 +61,16 @@ impl Filter {
         format!("palisade_{}", self.name)
     }
 
-    /// Envoy `failure_policy`, the same choice as Istio's `failStrategy`.
+    /// Envoy `failure_policy`, the same choice as Istio's `failStrategy`,
+    /// with Envoy's reload for the controls that fail closed: a VM that
+    /// fails refuses the request it failed on and is replaced by a fresh
+    /// one (after a 1 s backoff), where `FAIL_CLOSED` would refuse every
+    /// later request until Envoy restarts (both seen in tests/tests/faults.rs).
     pub fn envoy_failure_policy(&self) -> &'static str {
         if self.istio.fail_strategy == "FAIL_OPEN" {
             "FAIL_OPEN"
         } else {
-            "FAIL_CLOSED"
+            "FAIL_RELOAD"
         }
     }
 }

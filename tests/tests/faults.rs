@@ -1105,3 +1105,53 @@ fn aborted_bodies_and_upstream_resets_mid_response_leave_nothing_held_and_leak_n
     assert_eq!(r.header("content-type"), Some("application/problem+json"));
     nothing_held(&envoy);
 }
+
+/// The trapping fixture (`make test-fixtures`) in front of the headers
+/// control, under `policy`.
+fn trap_then_headers(upstream: &Upstream, policy: FailurePolicy) -> Envoy {
+    let trap =
+        WasmFilter::new("trap", repo_root().join("dist/test/trap.wasm")).failure_policy(policy);
+    let headers = WasmFilter::new("headers", dist_wasm("headers")).config_json(&json!({}));
+    Envoy::start(&envoy_config().upstream(upstream).wasm(trap).wasm(headers))
+}
+
+/// A VM failure (a filter bug: a Rust panic is a wasm trap). Under
+/// `FAIL_RELOAD` the request it trapped on is refused, and a fresh VM
+/// serves the next ones, with the controls behind it still at work. Under
+/// `FAIL_CLOSED` the dead VM refuses every later request: why the README
+/// recommends `FAIL_RELOAD`.
+#[test]
+fn a_trapping_vm_under_fail_reload_fails_its_request_and_a_fresh_vm_serves_the_next() {
+    let upstream = Upstream::start();
+    let trap = [("x-palisade-test-trap", "1")];
+    let envoy = trap_then_headers(&upstream, FailurePolicy::FailReload);
+    let url = envoy.url("/orders");
+    let (ok, _) = timed(&url, &[]);
+    assert_eq!(ok.status, 200);
+    assert_eq!(ok.header("x-content-type-options"), Some("nosniff"));
+    for round in 0..3 {
+        let (trapped, _) = timed(&url, &trap);
+        assert!(trapped.status >= 500, "round {round}: {}", trapped.status);
+        // Envoy reloads the VM after its backoff (1 s by default).
+        let served = eventually(Duration::from_secs(10), || {
+            let (r, _) = timed(&url, &[]);
+            r.status == 200 && r.header("x-content-type-options") == Some("nosniff")
+        });
+        assert!(served, "round {round}: no fresh VM served\n{}", envoy.log());
+    }
+    assert!(envoy.log().contains("fixture-trap"), "{}", envoy.log());
+
+    let envoy = trap_then_headers(&upstream, FailurePolicy::FailClosed);
+    let url = envoy.url("/orders");
+    assert_eq!(timed(&url, &[]).0.status, 200);
+    assert!(timed(&url, &trap).0.status >= 500);
+    std::thread::sleep(Duration::from_secs(2));
+    for _ in 0..3 {
+        let (r, _) = timed(&url, &[]);
+        assert!(
+            r.status >= 500,
+            "FAIL_CLOSED served {} after its VM died",
+            r.status
+        );
+    }
+}

@@ -25,16 +25,22 @@
 //! demands per request for the bench's config: the cost no implementation of
 //! that control as a proxy-wasm filter can go below on this host.
 //!
+//! Test fixture (`fixture-trap`, to `dist/test/trap.wasm`, built by `make
+//! integration`): traps the VM on a request carrying `x-palisade-test-trap`,
+//! so the real-Envoy tests can check what a VM failure does to the chain.
+//!
 //! Results go through `std::hint::black_box` so the optimiser keeps the work
 //! of copying them into the module. Without features none of this is compiled.
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{ContextType, LogLevel};
 
+#[cfg(any(feature = "calls", feature = "fixture-trap"))]
+use proxy_wasm::types::Action;
 #[cfg(feature = "maps")]
 use proxy_wasm::types::MapType;
 #[cfg(feature = "calls")]
-use {proxy_wasm::hostcalls, proxy_wasm::types::Action, std::hint::black_box};
+use {proxy_wasm::hostcalls, std::hint::black_box};
 #[cfg(feature = "probe-metric")]
 use {proxy_wasm::types::MetricType, std::cell::Cell};
 
@@ -115,9 +121,19 @@ impl HttpContext for EmptyHttp {
         feature = "floor-jwt",
         feature = "floor-jwt-map",
         feature = "floor-ratelimit",
-        feature = "floor-schema"
+        feature = "floor-schema",
+        feature = "fixture-trap"
     ))]
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        // The test fixture's fault: a request carrying this header traps
+        // the VM, as a filter bug would (a Rust panic is a wasm trap).
+        #[cfg(feature = "fixture-trap")]
+        if let Ok(Some(_)) = proxy_wasm::hostcalls::get_map_value_bytes(
+            proxy_wasm::types::MapType::HttpRequestHeaders,
+            "x-palisade-test-trap",
+        ) {
+            panic!("fixture-trap: trapping on request");
+        }
         #[cfg(all(feature = "floor-schema", not(feature = "floor-schema-bare")))]
         black_box(hostcalls::get_map_bytes(proxy_wasm::types::MapType::HttpRequestHeaders).ok());
         #[cfg(feature = "floor-jwt")]
