@@ -3,6 +3,10 @@
 
 use palisade_schema::body::{parse, BodyError};
 use palisade_schema::config::Limits;
+use proptest::collection::vec;
+use proptest::prelude::*;
+use proptest::sample::{select, Index};
+use proptest::test_runner::{RngAlgorithm, RngSeed};
 use serde_json::json;
 
 fn limits() -> Limits {
@@ -178,22 +182,29 @@ fn error_details_name_limits_not_content() {
     assert_eq!(BodyError::DuplicateKey.reason(), "duplicate_key");
 }
 
-/// A small deterministic generator (xorshift), so the mutation loop runs the
-/// same in CI every time and needs no extra crate.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn step(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.step() % n.max(1) as u64) as usize
+/// Same cases on every run (CI included); `PROPTEST_RNG_SEED=n` explores
+/// others. XorShift: ChaCha makes generating cost more than parsing in
+/// unoptimised test builds.
+fn config(cases: u32) -> ProptestConfig {
+    ProptestConfig {
+        cases,
+        rng_seed: match ProptestConfig::default().rng_seed {
+            RngSeed::Random => RngSeed::Fixed(0x9e37_79b9_7f4a_7c15),
+            chosen => chosen,
+        },
+        rng_algorithm: RngAlgorithm::XorShift,
+        failure_persistence: None,
+        ..ProptestConfig::default()
     }
 }
+
+/// Limits small enough for mutated seeds to cross every one of them.
+const TIGHT: Limits = Limits {
+    max_depth: 5,
+    max_members: 4,
+    max_items: 4,
+    max_string_bytes: 8,
+};
 
 const SEEDS: [&str; 6] = [
     r#"{"sku": "A-1", "qty": 2, "items": [{"id": 1, "tags": ["x", "y"]}], "note": null}"#,
@@ -209,59 +220,139 @@ const TOKENS: [&[u8]; 14] = [
     b"\"a\":",
 ];
 
-/// Mutates a seed: byte flips, insertions of JSON tokens, deletions, duplication.
-pub fn mutate(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
-    let mut out = seed.to_vec();
-    for _ in 0..=rng.below(4) {
-        let at = rng.below(out.len() + 1);
-        match rng.below(5) {
-            0 if !out.is_empty() => {
-                let i = at.min(out.len() - 1);
-                out[i] ^= 1 << rng.below(8);
-            }
-            1 => {
-                let token = TOKENS[rng.below(TOKENS.len())];
-                out.splice(at..at, token.iter().copied());
-            }
-            2 if !out.is_empty() => {
-                let end = (at + rng.below(8)).min(out.len());
-                out.drain(at.min(end)..end);
-            }
-            3 => {
-                let start = rng.below(out.len() + 1);
-                let end = (start + rng.below(16)).min(out.len());
-                let piece = out[start..end].to_vec();
-                out.splice(at..at, piece);
-            }
-            _ => out.insert(at.min(out.len()), (rng.step() & 0xff) as u8),
-        }
-    }
-    out
+/// One edit of a body; positions are `Index`es into the body as it is when
+/// the edit applies.
+#[derive(Clone, Debug)]
+enum Edit {
+    FlipBit(Index, u8),
+    InsertToken(Index, &'static [u8]),
+    Delete(Index, usize),
+    /// Copies up to 16 bytes from one place to another: duplicated keys,
+    /// repeated openers.
+    Duplicate {
+        from: Index,
+        len: usize,
+        to: Index,
+    },
+    InsertByte(Index, u8),
 }
 
-#[test]
-fn mutated_bodies_never_panic_and_agree_with_serde_json() {
-    let tight = Limits {
-        max_depth: 5,
-        max_members: 4,
-        max_items: 4,
-        max_string_bytes: 8,
-    };
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-    for round in 0..20_000 {
-        let seed = SEEDS[round % SEEDS.len()].as_bytes();
-        let input = mutate(&mut rng, seed);
-        for limits in [limits(), tight] {
-            let ours = parse(&input, &limits);
-            let reference = serde_json::from_slice::<serde_json::Value>(&input);
-            match (&ours, &reference) {
-                // Whatever we accept, serde_json accepts with the same value.
-                (Ok(v), Ok(r)) => assert_eq!(v, r),
-                (Ok(_), Err(_)) => panic!("accepted what serde_json refuses: {input:?}"),
-                // A syntax error for us is one for serde_json too.
-                (Err(BodyError::Syntax), Ok(_)) => panic!("syntax error on valid JSON: {input:?}"),
-                _ => {}
+fn edit() -> impl Strategy<Value = Edit> {
+    prop_oneof![
+        (any::<Index>(), 0..8u8).prop_map(|(i, bit)| Edit::FlipBit(i, bit)),
+        (any::<Index>(), select(&TOKENS[..])).prop_map(|(i, t)| Edit::InsertToken(i, t)),
+        (any::<Index>(), 0..8usize).prop_map(|(i, n)| Edit::Delete(i, n)),
+        (any::<Index>(), 0..16usize, any::<Index>()).prop_map(|(from, len, to)| Edit::Duplicate {
+            from,
+            len,
+            to
+        }),
+        (any::<Index>(), any::<u8>()).prop_map(|(i, b)| Edit::InsertByte(i, b)),
+    ]
+}
+
+fn apply(body: &mut Vec<u8>, edit: &Edit) {
+    match edit {
+        Edit::FlipBit(i, bit) => {
+            if !body.is_empty() {
+                let i = i.index(body.len());
+                body[i] ^= 1 << bit;
             }
         }
+        Edit::InsertToken(i, token) => {
+            let at = i.index(body.len() + 1);
+            body.splice(at..at, token.iter().copied());
+        }
+        Edit::Delete(i, n) => {
+            let at = i.index(body.len() + 1);
+            body.drain(at..(at + n).min(body.len()));
+        }
+        Edit::Duplicate { from, len, to } => {
+            let start = from.index(body.len() + 1);
+            let piece = body[start..(start + len).min(body.len())].to_vec();
+            let at = to.index(body.len() + 1);
+            body.splice(at..at, piece);
+        }
+        Edit::InsertByte(i, b) => body.insert(i.index(body.len() + 1), *b),
+    }
+}
+
+/// A body, shown as escaped text when a property fails.
+#[derive(Clone)]
+struct Body(Vec<u8>);
+
+impl std::fmt::Debug for Body {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "b\"{}\"", self.0.escape_ascii())
+    }
+}
+
+/// A seed document and one to five edits of it.
+fn mutated_body() -> impl Strategy<Value = Body> {
+    (select(&SEEDS[..]), vec(edit(), 1..=5)).prop_map(|(seed, edits)| {
+        let mut body = seed.as_bytes().to_vec();
+        for e in &edits {
+            apply(&mut body, e);
+        }
+        Body(body)
+    })
+}
+
+/// Any JSON document, as serde_json writes it (unique keys, any strings).
+fn json_text() -> impl Strategy<Value = Body> {
+    let leaf = prop_oneof![
+        Just(serde_json::Value::Null),
+        any::<bool>().prop_map(serde_json::Value::from),
+        any::<i64>().prop_map(serde_json::Value::from),
+        any::<u64>().prop_map(serde_json::Value::from),
+        any::<f64>().prop_map(serde_json::Value::from),
+        ".{0,12}".prop_map(serde_json::Value::from),
+    ];
+    let value = leaf.prop_recursive(6, 48, 6, |inner| {
+        prop_oneof![
+            vec(inner.clone(), 0..6).prop_map(serde_json::Value::from),
+            vec((".{0,6}", inner), 0..6)
+                .prop_map(|members| serde_json::Value::Object(members.into_iter().collect())),
+        ]
+    });
+    value.prop_map(|v| Body(serde_json::to_vec(&v).unwrap()))
+}
+
+/// What the parser accepts, serde_json accepts with the same value; what
+/// it calls a syntax error, serde_json refuses too. Under both limits.
+fn agrees_with_serde_json(input: &[u8]) -> Result<(), TestCaseError> {
+    let reference = serde_json::from_slice::<serde_json::Value>(input);
+    for limits in [limits(), TIGHT] {
+        match (parse(input, &limits), &reference) {
+            (Ok(v), Ok(r)) => prop_assert_eq!(&v, r),
+            (Ok(_), Err(_)) => prop_assert!(false, "accepted what serde_json refuses"),
+            (Err(BodyError::Syntax), Ok(_)) => prop_assert!(false, "syntax error on valid JSON"),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(config(20_000))]
+
+    /// Byte flips, JSON tokens inserted, deletions and duplicated runs in
+    /// well-formed seeds: never a panic, never a disagreement.
+    #[test]
+    fn mutated_bodies_never_panic_and_agree_with_serde_json(input in mutated_body()) {
+        agrees_with_serde_json(&input.0)?;
+    }
+}
+
+proptest! {
+    #![proptest_config(config(2_000))]
+
+    /// Whatever serde_json writes parses back to the same value within the
+    /// default limits.
+    #[test]
+    fn serialized_json_parses_to_the_same_value(text in json_text()) {
+        let expected: serde_json::Value = serde_json::from_slice(&text.0).unwrap();
+        prop_assert_eq!(parse(&text.0, &limits()), Ok(expected));
+        agrees_with_serde_json(&text.0)?;
     }
 }
