@@ -1,4 +1,5 @@
-//! Fuzz-style: random configs and requests never panic.
+//! Property tests: random configs and hostile requests never panic (a panic
+//! kills the proxy's VM).
 
 mod common;
 
@@ -6,28 +7,73 @@ use common::Worker;
 use palisade_core::fake::FakeHost;
 use palisade_core::{HostKind, HttpFilter};
 use palisade_ratelimit::check_config;
-use palisade_ratelimit::config::{ClaimSource, ClientIpConfig, KeyPart};
+use palisade_ratelimit::config::{ClaimFrom, ClaimSource, ClientIpConfig, IpGrouping, KeyPart};
 use palisade_ratelimit::key::{build, parse_ip, KeyInput};
+use proptest::collection::vec;
+use proptest::prelude::*;
+use proptest::sample::select;
+use proptest::test_runner::{Config, RngAlgorithm, RngSeed, TestRunner};
+use std::net::{Ipv4Addr, Ipv6Addr};
 
-/// xorshift64*: deterministic, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+/// Same cases on every run (CI included); `PROPTEST_RNG_SEED=n` explores
+/// others. XorShift: ChaCha makes generating cost more than the filter in
+/// unoptimised test builds.
+fn config(cases: u32) -> Config {
+    Config {
+        cases,
+        rng_seed: match Config::default().rng_seed {
+            RngSeed::Random => RngSeed::Fixed(0x9E37_79B9_7F4A_7C15),
+            chosen => chosen,
+        },
+        rng_algorithm: RngAlgorithm::XorShift,
+        failure_persistence: None,
+        ..Config::default()
     }
+}
 
-    fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
-        xs[(self.next() % xs.len() as u64) as usize]
+/// Runs `test` on `cases` inputs from `strategy`; a failure panics with the
+/// shrunk input.
+fn check<S: Strategy>(
+    cases: u32,
+    strategy: S,
+    test: impl Fn(S::Value) -> Result<(), TestCaseError>,
+) {
+    if let Err(e) = TestRunner::new(config(cases)).run(&strategy, test) {
+        panic!("{e}");
     }
+}
 
-    fn bytes(&mut self, max: usize) -> Vec<u8> {
-        let n = (self.next() % (max as u64 + 1)) as usize;
-        (0..n).map(|_| (self.next() & 0xff) as u8).collect()
-    }
+fn bytes(max: usize) -> impl Strategy<Value = Vec<u8>> {
+    vec(any::<u8>(), 0..=max)
+}
+
+fn lossy(max: usize) -> impl Strategy<Value = String> {
+    bytes(max).prop_map(|b| String::from_utf8_lossy(&b).into_owned())
+}
+
+/// Addresses as peers and proxies write them: bare, with a port, bracketed.
+fn address() -> impl Strategy<Value = String> {
+    prop_oneof![
+        any::<Ipv4Addr>().prop_map(|a| a.to_string()),
+        any::<Ipv6Addr>().prop_map(|a| a.to_string()),
+        (any::<Ipv4Addr>(), any::<u16>()).prop_map(|(a, p)| format!("{a}:{p}")),
+        (any::<Ipv6Addr>(), any::<u16>()).prop_map(|(a, p)| format!("[{a}]:{p}")),
+    ]
+}
+
+/// An `x-forwarded-for` value: random bytes, or a list of addresses with
+/// stray separators and spaces.
+fn forwarded_for(max: usize) -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        bytes(max),
+        (vec(address(), 0..5), select(&[",", ", ", " ,", ",,"][..]))
+            .prop_map(|(hops, sep)| hops.join(sep).into_bytes()),
+    ]
+}
+
+/// A peer address: random text or a well-formed address.
+fn source_address(max: usize) -> impl Strategy<Value = String> {
+    prop_oneof![lossy(max), address()]
 }
 
 const FRAGMENTS: &[&str] = &[
@@ -70,58 +116,156 @@ const FRAGMENTS: &[&str] = &[
 
 #[test]
 fn random_configs_are_accepted_or_refused_never_panic() {
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
-    for _ in 0..20_000 {
-        let n = rng.next() % 24;
-        let text: String = (0..n).map(|_| rng.pick(FRAGMENTS)).collect();
+    // Up to 23 field-name fragments in a row (mostly malformed, now and then
+    // a config), and random bytes.
+    let fragments = vec(select(FRAGMENTS), 0..24).prop_map(|f| f.concat());
+    check(20_000, (fragments, bytes(64)), |(text, raw)| {
         for kind in [HostKind::Envoy, HostKind::Kong] {
             let _ = check_config(text.as_bytes(), kind);
         }
-        let _ = check_config(&rng.bytes(64), HostKind::Envoy);
-    }
+        let _ = check_config(&raw, HostKind::Envoy);
+        Ok(())
+    });
+}
+
+/// What `key::build` reads from a request.
+#[derive(Debug, Clone)]
+struct Request {
+    xff: Vec<u8>,
+    api_key: Vec<u8>,
+    claim_header: Vec<u8>,
+    source: String,
+    claims: Option<serde_json::Value>,
+    hops: u8,
+    grouping: IpGrouping,
+    claims_from: ClaimFrom,
+}
+
+fn claims() -> impl Strategy<Value = serde_json::Value> {
+    let leaf = prop_oneof![
+        Just(serde_json::Value::Null),
+        any::<bool>().prop_map(serde_json::Value::from),
+        any::<i64>().prop_map(serde_json::Value::from),
+        any::<f64>().prop_map(serde_json::Value::from),
+        lossy(10).prop_map(serde_json::Value::from),
+        vec(any::<u8>(), 0..3).prop_map(serde_json::Value::from),
+    ];
+    prop_oneof![
+        Just(serde_json::json!({"a": [1]})),
+        leaf.clone().prop_map(|v| serde_json::json!({ "a": v })),
+        leaf.clone()
+            .prop_map(|v| serde_json::json!({"a": {"b": v}})),
+        leaf,
+    ]
+}
+
+fn request() -> impl Strategy<Value = Request> {
+    (
+        (forwarded_for(40), bytes(40), bytes(10), source_address(30)),
+        (
+            proptest::option::of(claims()),
+            0..4u8,
+            (0..=32u8, 0..=128u8),
+            select(&[ClaimFrom::Property, ClaimFrom::Headers][..]),
+        ),
+    )
+        .prop_map(
+            |((xff, api_key, claim_header, source), (claims, hops, (v4, v6), claims_from))| {
+                Request {
+                    xff,
+                    api_key,
+                    claim_header,
+                    source,
+                    claims,
+                    hops,
+                    grouping: IpGrouping {
+                        v4_prefix: v4,
+                        v6_prefix: v6,
+                    },
+                    claims_from,
+                }
+            },
+        )
 }
 
 #[test]
 fn random_request_values_never_panic_key_extraction() {
-    let mut rng = Rng(42);
-    let parts = [
-        KeyPart::ClientIp(Default::default()),
-        KeyPart::Header("x-api-key".into()),
-        KeyPart::Route,
-        KeyPart::Method,
-        KeyPart::Path,
-        KeyPart::Claim("a.b".into()),
-    ];
-    for _ in 0..20_000 {
-        let xff = rng.bytes(40);
-        let key = rng.bytes(40);
-        let sub = rng.bytes(10);
-        let headers = vec![
-            ("x-forwarded-for".to_string(), xff),
-            ("x-api-key".to_string(), key),
-            ("x-jwt-a-b".to_string(), sub),
+    check(20_000, request(), |r| {
+        let parts = [
+            KeyPart::ClientIp(r.grouping),
+            KeyPart::Header("x-api-key".into()),
+            KeyPart::Route,
+            KeyPart::Method,
+            KeyPart::Path,
+            KeyPart::Claim("a.b".into()),
         ];
-        let source = String::from_utf8_lossy(&rng.bytes(30)).into_owned();
-        let claims: serde_json::Value =
-            serde_json::from_slice(&rng.bytes(20)).unwrap_or(serde_json::json!({"a": [1]}));
+        let headers = vec![
+            ("x-forwarded-for".to_string(), r.xff.clone()),
+            ("x-api-key".to_string(), r.api_key.clone()),
+            ("x-jwt-a-b".to_string(), r.claim_header.clone()),
+        ];
         let input = KeyInput {
-            source_address: Some(&source),
+            source_address: Some(&r.source),
             headers: &headers,
             method: "GET",
             path: "/",
             route_name: None,
-            claims: if rng.next().is_multiple_of(2) {
-                Some(&claims)
-            } else {
-                None
-            },
+            claims: r.claims.as_ref(),
         };
         let hops = ClientIpConfig {
-            xff_num_trusted_hops: (rng.next() % 4) as u8,
+            xff_num_trusted_hops: r.hops,
         };
-        let _ = build("l", &parts, &input, &hops, &ClaimSource::default());
-        let _ = parse_ip(&source);
-    }
+        let source = ClaimSource {
+            from: r.claims_from,
+            ..ClaimSource::default()
+        };
+        let _ = build("l", &parts, &input, &hops, &source);
+        let _ = parse_ip(&r.source);
+        Ok(())
+    });
+}
+
+/// A request as a hostile client (and a confused host) could present it.
+#[derive(Debug, Clone)]
+struct Hostile {
+    method: String,
+    path: String,
+    clock: u64,
+    xff: Vec<u8>,
+    api_key: Vec<u8>,
+    content_type: Vec<u8>,
+    source: Vec<u8>,
+    route_name: Vec<u8>,
+    end_of_stream: bool,
+}
+
+fn hostile() -> impl Strategy<Value = Hostile> {
+    (
+        (lossy(8), lossy(30), any::<u64>()),
+        (forwarded_for(30), bytes(30), bytes(20)),
+        (
+            prop_oneof![bytes(20), address().prop_map(String::into_bytes)],
+            bytes(3),
+            any::<bool>(),
+        ),
+    )
+        .prop_map(
+            |(
+                (method, path, clock),
+                (xff, api_key, content_type),
+                (source, route_name, end_of_stream),
+            )| Hostile {
+                method,
+                path,
+                clock,
+                xff,
+                api_key,
+                content_type,
+                source,
+                route_name,
+                end_of_stream,
+            },
+        )
 }
 
 #[test]
@@ -131,36 +275,35 @@ fn hostile_requests_through_the_filter_never_panic() {
             {"match": {"route_name": "r"}, "limits": [{"name": "r", "key": ["route"], "requests": 1, "per_s": 1}]},
             {"limits": [{"name": "x", "key": [{"client_ip": {"v4_prefix": 8, "v6_prefix": 1}}, {"header": "x-api-key"}, "path", "method"], "requests": 3, "per_s": 1}]}]}"#,
     );
-    let mut rng = Rng(7);
-    for _ in 0..5_000 {
-        let mut h = FakeHost::request(
-            &String::from_utf8_lossy(&rng.bytes(8)),
-            &String::from_utf8_lossy(&rng.bytes(30)),
-        );
+    // One worker through every case: buckets fill, slots are reused.
+    check(5_000, hostile(), |r| {
+        let mut h = FakeHost::request(&r.method, &r.path);
         h.shared = w.root.shared.clone();
         h.metric_names = w.root.metric_names.clone();
-        h.clock.set(rng.next());
+        h.clock.set(r.clock);
+        h.request_headers.push(("x-forwarded-for".into(), r.xff));
+        h.request_headers.push(("x-api-key".into(), r.api_key));
         h.request_headers
-            .push(("x-forwarded-for".into(), rng.bytes(30)));
-        h.request_headers.push(("x-api-key".into(), rng.bytes(30)));
-        h.request_headers
-            .push(("content-type".into(), rng.bytes(20)));
-        h.properties.insert("source.address".into(), rng.bytes(20));
-        h.properties.insert("xds.route_name".into(), rng.bytes(3));
+            .push(("content-type".into(), r.content_type));
+        h.properties.insert("source.address".into(), r.source);
+        h.properties.insert("xds.route_name".into(), r.route_name);
         let mut f = w.filter();
-        f.on_request_headers(&mut h, rng.next().is_multiple_of(2));
+        f.on_request_headers(&mut h, r.end_of_stream);
         f.on_response_headers(&mut h, true);
-    }
+        Ok(())
+    });
     // Garbage in the shared slots themselves.
     let keys = w.root.shared.borrow().keys();
+    assert!(!keys.is_empty());
     for key in keys.into_iter().take(50) {
         let mut root = w.root.sibling();
         let _ = palisade_core::Host::shared_set(&mut root, &key, b"\x01\x02garbage", None);
     }
-    for _ in 0..200 {
+    check(500, bytes(4), |api_key| {
         let mut h = w.request("GET", "/");
-        h.request_headers.push(("x-api-key".into(), rng.bytes(4)));
+        h.request_headers.push(("x-api-key".into(), api_key));
         let mut f = w.filter();
         f.on_request_headers(&mut h, true);
-    }
+        Ok(())
+    });
 }
