@@ -345,7 +345,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(config(2_000))]
+    #![proptest_config(config(1_000))]
 
     /// Whatever serde_json writes parses back to the same value within the
     /// default limits.
