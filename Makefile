@@ -188,6 +188,12 @@ dist: oci
 	python3 release/check.py $(RELEASE)
 	python3 release/check.py --self-test $(RELEASE)
 
+# The Grafana dashboard and Prometheus alerting rules, generated from the
+# filters' counters (cli/src/observability.rs); `make test` checks they match.
+.PHONY: observability
+observability:
+	cargo run -q -p palisade-cli -- observability --out deploy/observability
+
 # Istio resources pinned to the images `make oci` wrote (sha256 = manifest
 # digests), for the registry in ISTIO_URL ({filter} is `palisade` for
 # palisade.wasm): dist/istio/*.yaml load palisade.wasm, dist/istio/per-filter/

@@ -627,7 +627,7 @@ pub fn render(chain: &Chain, options: &Options) -> Result<String, String> {
 }
 
 /// `# line`, wrapped at 100 columns.
-fn wrap_comment(text: &str) -> String {
+pub(crate) fn wrap_comment(text: &str) -> String {
     let mut out = String::new();
     let mut line = String::from("#");
     for word in text.split_whitespace() {

@@ -7,9 +7,11 @@
 pub use palisade::{chain, registry};
 pub mod check;
 pub mod envoy;
+pub mod envoy_gateway;
 pub mod istio;
 pub mod kong;
 pub mod meta;
+pub mod observability;
 pub mod oci;
 pub mod schema;
 

@@ -5,7 +5,9 @@
 
 use clap::{Parser, Subcommand, ValueEnum};
 use palisade_cli::chain::{self, Chain, Problem};
-use palisade_cli::{check, envoy, istio, kong, meta, oci, registry, schema};
+use palisade_cli::{
+    check, envoy, envoy_gateway, istio, kong, meta, observability, oci, registry, schema,
+};
 use palisade_core::HostKind;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -66,6 +68,11 @@ enum Command {
         #[arg(long, default_value = env!("CARGO_PKG_VERSION"))]
         tag: String,
     },
+    /// Write the Grafana dashboard and Prometheus alerting rules, generated from the filters' counters.
+    Observability {
+        #[arg(long, default_value = "deploy/observability")]
+        out: PathBuf,
+    },
     /// List the filters this palisade knows.
     Filters,
 }
@@ -107,6 +114,32 @@ enum Target {
         /// envoy-filter: directory of palisade.wasm (palisade_<name>.wasm) inside the proxy.
         #[arg(long, default_value = istio::DEFAULT_WASM_DIR)]
         wasm_dir: String,
+        #[command(flatten)]
+        modules: ModulesArg,
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Envoy Gateway EnvoyExtensionPolicy resources (one per route, attached to the HTTPRoute of its name).
+    EnvoyGateway {
+        file: PathBuf,
+        /// Where your registry serves the module: oci://registry/image:tag
+        /// or https://...; {filter} becomes `palisade` (per filter: the
+        /// filter name, and then required in the URL).
+        #[arg(long)]
+        url: String,
+        /// Pin sha256 from this dist/ (OCI manifest digests for oci:// URLs,
+        /// module digests otherwise); default: ./dist when it holds them.
+        #[arg(long, conflicts_with = "no_pin")]
+        pin_from: Option<PathBuf>,
+        /// No sha256, even when ./dist holds the images (examples, tests).
+        #[arg(long)]
+        no_pin: bool,
+        /// Namespace of the HTTPRoutes (and so of the policies).
+        #[arg(long, default_value = "default")]
+        namespace: String,
+        /// The Gateway whose Envoy gets the clusters of called services.
+        #[arg(long, default_value = "eg")]
+        gateway: String,
         #[command(flatten)]
         modules: ModulesArg,
         #[arg(short, long)]
@@ -253,6 +286,31 @@ fn filter(name: &str) -> Result<&'static registry::Filter, Failure> {
     })
 }
 
+const NO_PIN: &str = "palisade: no sha256 in the resources: no images in ./dist for this URL \
+                      (`make oci`, or --pin-from DIR)";
+
+/// `./dist`, when it holds every module the rendering names (images for
+/// `oci://` URLs, modules otherwise): what `sha256` is pinned from by default.
+fn default_pin(url: &str, chain: &Chain, modules: envoy::Modules) -> Option<PathBuf> {
+    let dist = PathBuf::from("dist");
+    let has = |name: &str| {
+        if url.starts_with("oci://") {
+            dist.join("oci").join(name).join("index.json").is_file()
+        } else {
+            dist.join(envoy::module_file(name)).is_file()
+        }
+    };
+    let needed = match modules {
+        envoy::Modules::Single => vec![envoy::MODULE],
+        envoy::Modules::PerFilter => chain
+            .routes
+            .iter()
+            .flat_map(|r| r.filters.iter().map(|u| u.filter.name))
+            .collect(),
+    };
+    needed.iter().all(|n| has(n)).then_some(dist)
+}
+
 fn pretty(v: &serde_json::Value) -> String {
     serde_json::to_string_pretty(v).unwrap_or_default() + "\n"
 }
@@ -346,33 +404,12 @@ fn run(command: Command) -> Result<(), Failure> {
                     }
                 };
                 let pin_from = pin_from.or_else(|| {
-                    if no_pin {
-                        return None;
-                    }
-                    let dist = PathBuf::from("dist");
-                    let has = |name: &str| {
-                        if url.starts_with("oci://") {
-                            dist.join("oci").join(name).join("index.json").is_file()
-                        } else {
-                            dist.join(envoy::module_file(name)).is_file()
-                        }
-                    };
-                    let needed = match modules.get() {
-                        envoy::Modules::Single => vec![envoy::MODULE],
-                        envoy::Modules::PerFilter => chain
-                            .routes
-                            .iter()
-                            .flat_map(|r| r.filters.iter().map(|u| u.filter.name))
-                            .collect(),
-                    };
-                    (kind != istio::Kind::EnvoyFilter && needed.iter().all(|n| has(n)))
-                        .then_some(dist)
+                    (kind != istio::Kind::EnvoyFilter && !no_pin)
+                        .then(|| default_pin(&url, &chain, modules.get()))
+                        .flatten()
                 });
                 if pin_from.is_none() && kind != istio::Kind::EnvoyFilter && !no_pin {
-                    eprintln!(
-                        "palisade: no sha256 in the resources: no images in ./dist for this URL \
-                         (`make oci`, or --pin-from DIR)"
-                    );
+                    eprintln!("{NO_PIN}");
                 }
                 let options = istio::Options {
                     kind,
@@ -382,6 +419,36 @@ fn run(command: Command) -> Result<(), Failure> {
                     modules: modules.get(),
                 };
                 let text = istio::render(&chain, &options)
+                    .map_err(|m| Failure::Invalid(vec![format!("{}: {m}", file.display())]))?;
+                emit(&text, output.as_deref())
+            }
+            Target::EnvoyGateway {
+                file,
+                url,
+                pin_from,
+                no_pin,
+                namespace,
+                gateway,
+                modules,
+                output,
+            } => {
+                let chain = load_checked(&file, &[HostKind::Envoy])?;
+                let pin_from = pin_from.or_else(|| {
+                    (!no_pin)
+                        .then(|| default_pin(&url, &chain, modules.get()))
+                        .flatten()
+                });
+                if pin_from.is_none() && !no_pin {
+                    eprintln!("{NO_PIN}");
+                }
+                let options = envoy_gateway::Options {
+                    url,
+                    pin_from,
+                    namespace,
+                    gateway,
+                    modules: modules.get(),
+                };
+                let text = envoy_gateway::render_text(&chain, &options)
                     .map_err(|m| Failure::Invalid(vec![format!("{}: {m}", file.display())]))?;
                 emit(&text, output.as_deref())
             }
@@ -478,6 +545,18 @@ fn run(command: Command) -> Result<(), Failure> {
                     &image.wasm_sha256[..12],
                     image.tarball.display()
                 );
+            }
+            Ok(())
+        }
+        Command::Observability { out } => {
+            let files = observability::files().map_err(|m| Failure::Invalid(vec![m]))?;
+            std::fs::create_dir_all(&out)
+                .map_err(|e| Failure::Usage(format!("{}: {e}", out.display())))?;
+            for (name, text) in files {
+                let path = out.join(name);
+                std::fs::write(&path, text)
+                    .map_err(|e| Failure::Usage(format!("{}: {e}", path.display())))?;
+                println!("{}", path.display());
             }
             Ok(())
         }

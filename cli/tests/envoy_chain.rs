@@ -537,3 +537,219 @@ fn the_openapi_example_refuses_what_the_document_does_not_allow_and_masks_errors
         leak.text()
     );
 }
+
+/// The Envoy configuration Envoy Gateway makes of `policies` (its xDS
+/// translator, `internal/xds/translator/wasm.go`): every wasm entry a
+/// filter of its own VM (`vm_id` the policy's path), V8, `config` as a JSON
+/// string, `fail_open` from `failOpen`, disabled on the listener and enabled
+/// (`FilterConfig`) on the routes of its HTTPRoute, which Envoy Gateway
+/// names `httproute/<namespace>/<name>/rule/<i>/match/<j>/<host>`. The code
+/// is read from dist/ instead of Envoy Gateway's module cache.
+fn as_envoy_gateway_runs(
+    chain: &chain::Chain,
+    policies: &[serde_json::Value],
+    port: u16,
+) -> String {
+    use serde_json::json;
+    let dist = repo_root().join("dist");
+    let mut filters = Vec::new();
+    let mut routes = Vec::new();
+    for (route, policy) in chain.routes.iter().zip(policies) {
+        let ns = policy["metadata"]["namespace"].as_str().unwrap();
+        let name = policy["metadata"]["name"].as_str().unwrap();
+        let mut enabled = serde_json::Map::new();
+        for (i, w) in policy["spec"]["wasm"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .enumerate()
+        {
+            let id = format!("envoyextensionpolicy/{ns}/{name}/wasm/{i}");
+            let filter_name = format!("envoy.filters.http.wasm/{id}");
+            // ghcr.io/acme/palisade/jwt:0.1.0 -> dist/palisade_jwt.wasm
+            let image = w["code"]["image"]["url"].as_str().unwrap();
+            let module = image.rsplit('/').next().unwrap().split(':').next().unwrap();
+            let file = if module == "palisade" {
+                dist.join("palisade.wasm")
+            } else {
+                dist_wasm(module)
+            };
+            filters.push(json!({
+                "name": filter_name,
+                "disabled": true,
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+                    "config": {
+                        "name": w["name"],
+                        "vm_config": {
+                            "vm_id": id,
+                            "runtime": "envoy.wasm.runtime.v8",
+                            "code": {"local": {"filename": file}},
+                        },
+                        "configuration": {
+                            "@type": "type.googleapis.com/google.protobuf.StringValue",
+                            "value": w["config"].to_string(),
+                        },
+                        "fail_open": w["failOpen"],
+                    },
+                },
+            }));
+            enabled.insert(
+                filter_name,
+                json!({"@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig", "config": {}}),
+            );
+        }
+        let matcher = match (&route.prefix, &route.path) {
+            (Some(p), _) => json!({"prefix": p}),
+            (None, Some(p)) => json!({"path": p}),
+            (None, None) => json!({"prefix": "/"}),
+        };
+        routes.push(json!({
+            "name": format!("httproute/{ns}/{}/rule/0/match/0/www_example_com", route.name),
+            "match": matcher,
+            "route": {"cluster": "backend"},
+            "typed_per_filter_config": enabled,
+        }));
+    }
+    filters.push(json!({
+        "name": "envoy.filters.http.router",
+        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+    }));
+    json!({
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
+        "static_resources": {
+            "listeners": [{
+                "name": "envoy-gateway/eg/http",
+                "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
+                "filter_chains": [{"filters": [{
+                    "name": "envoy.filters.network.http_connection_manager",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                        "stat_prefix": "http-10080",
+                        "route_config": {
+                            "name": "envoy-gateway/eg/http",
+                            "virtual_hosts": [{"name": "www_example_com", "domains": ["*"], "routes": routes}],
+                        },
+                        "http_filters": filters,
+                    },
+                }]}],
+            }],
+            "clusters": [{
+                "name": "backend",
+                "type": "STATIC",
+                "connect_timeout": "5s",
+                "load_assignment": {"cluster_name": "backend", "endpoints": [{"lb_endpoints": [
+                    {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}}
+                ]}]},
+            }],
+        },
+    })
+    .to_string()
+}
+
+#[test]
+#[ignore = "needs `make build` and Envoy: run by `make integration`"]
+fn the_example_as_envoy_gateway_runs_it_serves_each_routes_chain() {
+    use palisade_cli::envoy_gateway;
+    let upstream = Upstream::start();
+    let chain = example_chain(&upstream);
+    for modules in [Modules::Single, Modules::PerFilter] {
+        let options = envoy_gateway::Options {
+            url: "oci://ghcr.io/acme/palisade/{filter}:0.1.0".into(),
+            pin_from: None,
+            namespace: "shop".into(),
+            gateway: "eg".into(),
+            modules,
+        };
+        let policies = envoy_gateway::resources(&chain, &options).unwrap();
+        let envoy = RawEnvoy::start(&as_envoy_gateway_runs(&chain, &policies, upstream.port()));
+        serves_the_example(&envoy, &upstream);
+        upstream.clear_received();
+    }
+}
+
+/// Every series the generated dashboard and rules use is in the real
+/// Envoy's `/stats/prometheus`, with the stats tag the README documents,
+/// after traffic through all five controls in palisade.wasm.
+#[test]
+#[ignore = "needs `make build` and Envoy: run by `make integration`"]
+fn every_series_the_dashboard_and_alerts_use_is_in_envoys_prometheus_output() {
+    use palisade_cli::observability;
+    let upstream = Upstream::start();
+    let text = format!(
+        r#"
+version: 1
+upstreams: {{shop: 'http://127.0.0.1:{port}'}}
+filters:
+  errors: {{}}
+  headers: {{}}
+  jwt:
+    providers:
+      corp:
+        issuer: https://id.example.com
+        local_jwks: {{keys: [{{kty: EC, crv: P-256, kid: p1, x: B-_AXQ6cTwaicYgZ4akcOIBrq0wTu3EXPbxpQbVcl1w, y: QJkvCQ1hEENYXHNeIR3-vp_FMOAJtxnpvTZes9T2PNA}}]}}
+    rules: [{{match: {{prefix: /open}}}}]
+    requires: {{provider: corp}}
+  ratelimit:
+    limits: [{{name: all, key: [], requests: 100, per_s: 1}}]
+  schema:
+    rules: [{{match: {{prefix: /orders, methods: [POST]}}, body: {{schema: {{type: object}}}}}}]
+routes:
+  - name: all
+    match: {{prefix: /}}
+    upstream: shop
+    filters: [errors, headers, jwt, ratelimit, schema]
+"#,
+        port = upstream.port()
+    );
+    let chain = chain::load(&text).unwrap();
+    let options = envoy::Options {
+        listen: "127.0.0.1:0".into(),
+        admin: "127.0.0.1:0".into(),
+        wasm_dir: repo_root().join("dist").to_string_lossy().into_owned(),
+        modules: Modules::Single,
+    };
+    let mut bootstrap = envoy::render(&chain, &options).unwrap();
+    // The README's stats tag (Metrics), as written there.
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
+    let regex = readme
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("regex: '^wasmcustom\\.palisade"))
+        .map(|rest| format!("^wasmcustom\\.palisade{}", rest.trim_end_matches('\'')))
+        .expect("the README's palisade_reason stats tag");
+    bootstrap["stats_config"] =
+        serde_json::json!({"stats_tags": [{"tag_name": "palisade_reason", "regex": regex}]});
+    let envoy = RawEnvoy::start(&bootstrap.to_string());
+    let denied = client::get(&envoy.url("/private"), &[]);
+    assert_eq!(denied.status, 401, "{}", denied.text());
+    assert_eq!(client::get(&envoy.url("/open"), &[]).status, 200);
+    let prometheus = envoy.admin_get("/stats/prometheus");
+    let g = observability::generate().unwrap();
+    let mut missing = Vec::new();
+    for s in &g.used {
+        let found = prometheus.lines().any(|l| {
+            let Some(rest) = l.strip_prefix(&s.name) else {
+                return false;
+            };
+            match &s.reason {
+                Some(r) => {
+                    rest.starts_with('{') && rest.contains(&format!("palisade_reason=\"{r}\""))
+                }
+                None => rest.starts_with(' ') || rest.starts_with('{'),
+            }
+        });
+        if !found {
+            missing.push(format!("{s:?}"));
+        }
+    }
+    assert!(missing.is_empty(), "not in /stats/prometheus: {missing:?}");
+    // The denial counted under its reason label.
+    assert!(
+        prometheus
+            .lines()
+            .any(|l| l.starts_with("palisade_jwt_denied{")
+                && l.contains("palisade_reason=\"missing\"")
+                && !l.ends_with(" 0")),
+        "{prometheus}"
+    );
+}
