@@ -19,7 +19,8 @@ use tempfile::TempDir;
 use crate::client;
 use crate::paths::envoy_bin;
 
-const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// As `envoy.rs`: palisade.wasm compiles slowly on a loaded machine.
+const READY_TIMEOUT: Duration = Duration::from_secs(120);
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// An Envoy running a given bootstrap; stopped when dropped (its log is

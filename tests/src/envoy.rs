@@ -35,8 +35,10 @@ use crate::config::{EnvoyConfig, RuntimePorts, Target};
 use crate::paths::{envoy_bin, repo_root};
 use crate::ports::{BlackHole, ClosedPort};
 
-/// Readiness timeout for a local binary.
-const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Readiness timeout for a local binary: palisade.wasm's compile takes
+/// over 30 s on two loaded cores (seen in `make test` beside other builds);
+/// a ready Envoy answers at once, so only a broken start waits this long.
+const READY_TIMEOUT: Duration = Duration::from_secs(120);
 /// Readiness timeout with Docker (container start, maybe an image pull).
 const DOCKER_READY_TIMEOUT: Duration = Duration::from_secs(120);
 /// Time Envoy gets to exit after SIGTERM before SIGKILL.
