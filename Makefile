@@ -114,6 +114,8 @@ integration: build test-fixtures envoy test-servers
 
 test: lint unit wasm-test build integration
 	$(MAKE) dist CLI_PROFILE=dev
+	@# The benchmark picture is what the committed table draws.
+	python3 benches/chart.py benches/RESULTS.md --check
 
 # The demo runs dist/palisade.wasm (the whole chain in one module);
 # `make run MODULES=per-filter` chains dist/palisade_<name>.wasm instead.
@@ -145,6 +147,7 @@ bench-probes: toolchain
 
 bench: build bench-probes envoy bench-tools
 	python3 benches/run.py --envoy "$${ENVOY_BIN:-$(ENVOY_FROM_VENV)}" --dist $(DIST)
+	python3 benches/chart.py benches/RESULTS.md
 	cargo bench -p palisade-benches
 
 clean:
