@@ -1479,8 +1479,8 @@ fn svg(samples: &[Sample], options: &Options) -> String {
             r##"<polyline points="{left},{top} {left},{bottom} {},{bottom}" fill="none" stroke="#333"/>"##,
             w - right
         );
-        for i in 0..=4 {
-            let v = y_max * f64::from(i) / 4.0;
+        for i in 0..=5 {
+            let v = y_max * f64::from(i) / 5.0;
             let _ = writeln!(
                 out,
                 r##"<line x1="{left}" y1="{0:.1}" x2="{1}" y2="{0:.1}" stroke="#ddd"/><text x="{2}" y="{3:.1}" text-anchor="end">{v:.0}</text>"##,
