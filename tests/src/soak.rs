@@ -16,7 +16,7 @@ use std::fmt::Write as _;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -28,7 +28,7 @@ use crate::config::{EnvoyConfig, FailurePolicy, WasmFilter};
 use crate::envoy::Envoy;
 use crate::jwt_fixtures;
 use crate::paths::{envoy_bin, repo_root};
-use crate::upstream::{BodyKind, Canned, Upstream};
+use crate::upstream::{sha256_hex, BodyKind, Canned, Upstream};
 
 const ISSUER: &str = "https://id.example.com";
 /// Requests one minted token serves before the client mints the next.
@@ -749,7 +749,6 @@ fn client_loop(
     rps: f64,
     stop: Arc<AtomicBool>,
     tally: Arc<Mutex<Tally>>,
-    sent: Arc<AtomicU64>,
 ) -> Result<(), String> {
     let mut client = Client {
         rng: Rng::seeded(thread),
@@ -770,7 +769,6 @@ fn client_loop(
     while !stop.load(Ordering::Relaxed) {
         let kind = client.rng.kind();
         let result = client.send(kind);
-        sent.fetch_add(1, Ordering::Relaxed);
         {
             let mut tally = tally.lock().map_err(|_| "tally lock poisoned")?;
             match result {
@@ -882,28 +880,47 @@ pub fn run(options: &Options) -> Result<Outcome, String> {
 
     let stop = Arc::new(AtomicBool::new(false));
     let tally = Arc::new(Mutex::new(Tally::default()));
-    let sent = Arc::new(AtomicU64::new(0));
     let per_client = f64::from(options.rps) / options.clients.max(1) as f64;
     let started = Instant::now();
     let mut samples = vec![take_sample(&envoy, pid, Duration::ZERO, &tally)?];
-    let handles: Vec<_> = (0..options.clients.max(1))
+    let mut handles: Vec<_> = (0..options.clients.max(1))
         .map(|i| {
-            let (stop, tally, sent) = (stop.clone(), tally.clone(), sent.clone());
+            let (stop, tally) = (stop.clone(), tally.clone());
             std::thread::Builder::new()
                 .name(format!("soak-client-{i}"))
-                .spawn(move || client_loop(i, addr, per_client, stop, tally, sent))
+                .spawn(move || client_loop(i, addr, per_client, stop, tally))
         })
         .collect::<Result<_, _>>()
         .map_err(|e| format!("spawning a client: {e}"))?;
+    let mut client_errors = Vec::new();
+    let mut stop_clients = |handles: &mut Vec<std::thread::JoinHandle<Result<(), String>>>| {
+        stop.store(true, Ordering::Relaxed);
+        for handle in handles.drain(..) {
+            match handle.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => client_errors.push(e),
+                Err(_) => client_errors.push("a client thread panicked".into()),
+            }
+        }
+    };
 
     let mut next_sample = options.sample_every;
     let mut sampling_error = None;
-    while started.elapsed() < options.duration {
+    loop {
+        let last = next_sample >= options.duration;
         let wait = next_sample
             .min(options.duration)
             .saturating_sub(started.elapsed());
         std::thread::sleep(wait);
-        match take_sample(&envoy, pid, started.elapsed(), &tally) {
+        let at = started.elapsed();
+        if last {
+            // The last sample comes once the clients stopped (Envoy updates
+            // stats after the response), so its counters and the clients'
+            // tally describe the same requests.
+            stop_clients(&mut handles);
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        match take_sample(&envoy, pid, at, &tally) {
             Ok(sample) => {
                 let s = &sample;
                 eprintln!(
@@ -922,17 +939,12 @@ pub fn run(options: &Options) -> Result<Outcome, String> {
                 break;
             }
         }
+        if last {
+            break;
+        }
         next_sample += options.sample_every;
     }
-    stop.store(true, Ordering::Relaxed);
-    let mut client_errors = Vec::new();
-    for handle in handles {
-        match handle.join() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => client_errors.push(e),
-            Err(_) => client_errors.push("a client thread panicked".into()),
-        }
-    }
+    stop_clients(&mut handles);
     let final_tally = tally.lock().map_err(|_| "tally lock poisoned")?.clone();
     let log = envoy.log();
     drop(envoy);
@@ -1140,9 +1152,7 @@ fn markdown(
     );
     md.push_str(HOW);
     let _ = writeln!(md, "\n## Setup\n");
-    let module_size = std::fs::metadata(&setup.module)
-        .map(|m| m.len())
-        .unwrap_or(0);
+    let module = std::fs::read(&setup.module).unwrap_or_default();
     let _ = writeln!(md, "| | |\n|---|---|");
     let _ = writeln!(md, "| Envoy | {} |", setup.version);
     let _ = writeln!(
@@ -1152,9 +1162,11 @@ fn markdown(
     );
     let _ = writeln!(
         md,
-        "| module | `{}`, {} bytes, one VM per worker, `FAIL_RELOAD` |",
+        "| module | `{}` (Palisade {}), {} bytes, sha256 `{}`; `FAIL_RELOAD`, `allow_on_headers_stop_iteration` |",
         display_path(&setup.module),
-        module_size
+        env!("CARGO_PKG_VERSION"),
+        module.len(),
+        sha256_hex(&module)
     );
     let _ = writeln!(md, "| `--concurrency` | {} |", options.concurrency);
     let _ = writeln!(
@@ -1333,7 +1345,10 @@ fn markdown(
     let _ = writeln!(md, "\n![RSS and request rate over time](soak.svg)\n");
 
     if let Some(last) = samples.last() {
-        let _ = writeln!(md, "## Counters at the end\n");
+        let _ = writeln!(
+            md,
+            "## Counters at the end\n\nRead once the clients had stopped, so they count the same requests as the mix table.\n"
+        );
         let _ = writeln!(md, "| counter | value |\n|---|---|");
         for (name, value) in last
             .stats
@@ -1400,7 +1415,8 @@ const HOW: &str = "## How to run, what it checks
 ```sh
 make soak                  # 600 s; builds dist/ and installs Envoy first
 make soak SOAK_S=120       # shorter
-SOAK_DIST=/path/to/dist SOAK_OUT=/tmp/soak cargo run --release -p palisade-tests --bin soak
+ENVOY_BIN=/path/to/envoy SOAK_DIST=/path/to/dist SOAK_OUT=/tmp/soak \\
+  cargo run -p palisade-tests --bin soak   # what `make soak` runs, without the build
 ```
 
 Knobs (environment or make variables): `SOAK_S` (600), `SOAK_SAMPLE_S` (10),
