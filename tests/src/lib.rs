@@ -41,6 +41,7 @@ pub mod paths;
 pub mod ports;
 pub mod ratelimit_support;
 pub mod readme;
+pub mod soak;
 pub mod tls;
 pub mod upstream;
 mod yaml;
