@@ -1,6 +1,6 @@
 //! The `palisade` command's library: chain files, offline config checks,
-//! rendering for Envoy, Istio and Kong, JSON Schemas, Kong `meta.json` and
-//! OCI images. `src/main.rs` is only argument parsing around these.
+//! rendering for Envoy, Istio and Kong, JSON Schemas, Kong `meta.json`,
+//! OCI images, and policy tests (`palisade test`). `src/main.rs` is only argument parsing around these.
 
 /// The chain file and the filter table live with `palisade.wasm`, which
 /// runs them; the command checks and renders the same model.
@@ -13,6 +13,7 @@ pub mod kong;
 pub mod meta;
 pub mod observability;
 pub mod oci;
+pub mod policy;
 pub mod schema;
 
 /// A JSON value as YAML (the form every rendered file is written in).

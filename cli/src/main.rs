@@ -1,12 +1,13 @@
 //! `palisade`: check, render and describe Palisade filter chains offline.
 //!
-//! Exit codes, for CI: 0 valid / done, 1 invalid (a config a filter refuses,
-//! a chain that cannot be rendered), 2 usage or I/O error.
+//! Exit codes, for CI: 0 valid / done (every case passed), 1 invalid (a
+//! config a filter refuses, a chain that cannot be rendered, a failing
+//! policy case), 2 usage or I/O error.
 
 use clap::{Parser, Subcommand, ValueEnum};
 use palisade_cli::chain::{self, Chain, Problem};
 use palisade_cli::{
-    check, envoy, envoy_gateway, istio, kong, meta, observability, oci, registry, schema,
+    check, envoy, envoy_gateway, istio, kong, meta, observability, oci, policy, registry, schema,
 };
 use palisade_core::HostKind;
 use std::path::{Path, PathBuf};
@@ -36,6 +37,14 @@ enum Command {
         modules: ModulesArg,
         #[arg(required = true)]
         files: Vec<PathBuf>,
+    },
+    /// Run a cases file's requests through a chain, natively (no proxy): unit tests for security policy.
+    Test {
+        chain: PathBuf,
+        cases: PathBuf,
+        /// text, or junit (JUnit XML on stdout, for CI test reports).
+        #[arg(long, value_enum, default_value = "text")]
+        format: ReportFormat,
     },
     /// Render a chain file for a platform (to stdout, or -o FILE).
     Render {
@@ -205,6 +214,12 @@ enum IstioKind {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum ReportFormat {
+    Text,
+    Junit,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum KongForm {
     FilterChains,
     Plugins,
@@ -311,6 +326,37 @@ fn default_pin(url: &str, chain: &Chain, modules: envoy::Modules) -> Option<Path
     needed.iter().all(|n| has(n)).then_some(dist)
 }
 
+/// `palisade test`: every case run; exit 1 when one fails or a file is
+/// invalid, as `check` does.
+fn test(chain_file: &Path, cases_file: &Path, format: ReportFormat) -> Result<(), Failure> {
+    let chain = load_checked(chain_file, &[HostKind::Envoy])?;
+    let text = read(cases_file)?;
+    let base = cases_file.parent().unwrap_or(Path::new("."));
+    let mut suite =
+        policy::load(&text, base).map_err(|p| Failure::Invalid(located(cases_file, &text, &p)))?;
+    let chain = policy::prepare(&chain, &mut suite)
+        .map_err(|p| Failure::Invalid(located(cases_file, &text, &p)))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    let runner = policy::Runner::new(&chain, now)
+        .map_err(|m| Failure::Invalid(vec![format!("{}: {m}", chain_file.display())]))?;
+    let results = policy::run_all(&runner, &suite);
+    match format {
+        ReportFormat::Text => print!("{}", policy::report_text(&results)),
+        ReportFormat::Junit => print!(
+            "{}",
+            policy::report_junit(&cases_file.display().to_string(), &results)
+        ),
+    }
+    if results.iter().all(policy::CaseResult::passed) {
+        Ok(())
+    } else {
+        Err(Failure::Invalid(Vec::new()))
+    }
+}
+
 fn pretty(v: &serde_json::Value) -> String {
     serde_json::to_string_pretty(v).unwrap_or_default() + "\n"
 }
@@ -355,6 +401,11 @@ fn run(command: Command) -> Result<(), Failure> {
                 Err(Failure::Invalid(lines))
             }
         }
+        Command::Test {
+            chain,
+            cases,
+            format,
+        } => test(&chain, &cases, format),
         Command::Render { target } => match target {
             Target::Envoy {
                 file,
