@@ -34,7 +34,6 @@ use palisade_core::audit::Record;
 use palisade_core::fake::exchange::{run, Exchange, Outcome};
 use palisade_core::fake::FakeHost;
 use palisade_core::host::CallResponse;
-use palisade_core::route::{first_match, Match, RouteInput, Rule};
 use palisade_core::{Flow, Host, HostKind, HttpFilter, Plugin};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -846,16 +845,75 @@ pub fn mismatches(expect: &Expect, got: &Observed) -> Vec<String> {
     out
 }
 
-/// The chain's routes, to pick one as Envoy's route table would.
+/// A chain route as Envoy's route table matches it.
 struct RouteRule {
     name: String,
-    matcher: Match,
+    prefix: Option<String>,
+    path: Option<String>,
 }
 
-impl Rule for RouteRule {
-    fn matcher(&self) -> &Match {
-        &self.matcher
+impl RouteRule {
+    /// Envoy's `prefix` and `path` matches, on the path without its query.
+    fn matches(&self, path: &str) -> bool {
+        match (&self.prefix, &self.path) {
+            (Some(p), _) => path.starts_with(p.as_str()),
+            (None, Some(p)) => path == p,
+            (None, None) => true,
+        }
     }
+}
+
+/// The path as the rendered Envoy routes on it and hands it to the filters
+/// and the upstream (`normalize_path`, then `merge_slashes`): escapes of
+/// unreserved characters decoded (`%61` is `a`), others kept (`%2F` is not
+/// a slash), dot segments removed, repeated slashes merged. Returns the
+/// path and the path with its query.
+fn envoy_path(raw: &str) -> (String, String) {
+    let (path, query) = raw.split_at(raw.find('?').unwrap_or(raw.len()));
+    let bytes = path.as_bytes();
+    let hex = |i: usize| bytes.get(i).and_then(|b| char::from(*b).to_digit(16));
+    let mut decoded: Vec<u8> = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if let (b'%', Some(hi), Some(lo)) = (bytes[i], hex(i + 1), hex(i + 2)) {
+            let b = u8::try_from(hi * 16 + lo).unwrap_or(b'%');
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                decoded.push(b);
+            } else {
+                decoded.extend_from_slice(format!("%{b:02X}").as_bytes());
+            }
+            i += 3;
+        } else {
+            decoded.push(bytes[i]);
+            i += 1;
+        }
+    }
+    let decoded = String::from_utf8_lossy(&decoded);
+    let parts: Vec<&str> = decoded.split('/').skip(1).collect();
+    let mut segments: Vec<&str> = Vec::new();
+    for (k, part) in parts.iter().enumerate() {
+        let last = k + 1 == parts.len();
+        match *part {
+            "." => {}
+            ".." => {
+                segments.pop();
+            }
+            s => {
+                segments.push(s);
+                continue;
+            }
+        }
+        if last {
+            segments.push("");
+        }
+    }
+    let mut out = String::from("/");
+    out.push_str(&segments.join("/"));
+    while out.contains("//") {
+        out = out.replace("//", "/");
+    }
+    let with_query = format!("{out}{query}");
+    (out, with_query)
 }
 
 /// The chain configured once, as one proxy runs it: state (rate-limit
@@ -883,11 +941,8 @@ impl Runner {
             .iter()
             .map(|r| RouteRule {
                 name: r.name.clone(),
-                matcher: Match {
-                    prefix: r.prefix.clone(),
-                    path: r.path.clone(),
-                    ..Match::default()
-                },
+                prefix: r.prefix.clone(),
+                path: r.path.clone(),
             })
             .collect();
         Ok(Runner {
@@ -905,20 +960,15 @@ impl Runner {
 
     /// Sends one request through the chain and the upstream's `answer`.
     pub fn send(&self, request: &Request, answer: &Answer) -> Observed {
-        let normalized = palisade_core::path::normalize(&request.path);
-        let input = RouteInput {
-            method: &request.method,
-            path: &normalized,
-            route_name: None,
-        };
-        let Some(route) = first_match(&self.routes, &input) else {
+        let (path, forwarded) = envoy_path(&request.path);
+        let Some(route) = self.routes.iter().find(|r| r.matches(&path)) else {
             // `render envoy` ends the table with a 404 that runs no control.
             return Observed {
                 status: 404,
                 ..Observed::default()
             };
         };
-        let mut host = FakeHost::request(&request.method, &request.path);
+        let mut host = FakeHost::request(&request.method, &forwarded);
         host.shared = Rc::clone(&self.root.shared);
         host.clock.set(self.root.clock.get());
         host.metric_names = self.root.metric_names.clone();
@@ -1266,6 +1316,20 @@ cases:
             "{problems:#?}"
         );
         assert!(load("cases: []", &examples()).is_err());
+    }
+
+    #[test]
+    fn paths_are_routed_as_the_rendered_envoy_routes_them() {
+        let path = |raw: &str| envoy_path(raw).0;
+        assert_eq!(path("//admin//users"), "/admin/users");
+        assert_eq!(path("/%61dmin/%7Eme"), "/admin/~me");
+        assert_eq!(path("/admin%2fusers"), "/admin%2Fusers");
+        assert_eq!(path("/a/./b/../c/"), "/a/c/");
+        assert_eq!(path("/a/b/.."), "/a/");
+        assert_eq!(path("/../.."), "/");
+        assert_eq!(path("/%2e%2e/admin"), "/admin");
+        assert_eq!(path("/caf\u{e9}%"), "/caf\u{e9}%");
+        assert_eq!(envoy_path("//x?a=//b").1, "/x?a=//b");
     }
 
     #[test]

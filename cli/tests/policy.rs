@@ -45,6 +45,10 @@ fn the_example_policies_pass() {
             "examples/edge-orders.yaml",
             "examples/policy-tests-edge.yaml",
         ),
+        (
+            "examples/chain.yaml",
+            "cli/tests/fixtures/policy/paths.yaml",
+        ),
     ] {
         let (code, out, err) = palisade(&["test", chain, cases]);
         assert_eq!(code, 0, "{cases}:\n{out}{err}");

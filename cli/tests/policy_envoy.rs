@@ -165,3 +165,12 @@ fn palisade_test_and_envoy_agree_on_every_jwt_ratelimit_and_schema_case() {
         "examples/policy-tests-edge.yaml",
     );
 }
+
+#[test]
+#[ignore = "needs `make build` and Envoy: run by `make integration`"]
+fn palisade_test_and_envoy_pick_the_same_route_for_tricky_paths() {
+    agree(
+        "examples/chain.yaml",
+        "cli/tests/fixtures/policy/paths.yaml",
+    );
+}
