@@ -174,3 +174,12 @@ fn palisade_test_and_envoy_pick_the_same_route_for_tricky_paths() {
         "cli/tests/fixtures/policy/paths.yaml",
     );
 }
+
+#[test]
+#[ignore = "needs `make build` and Envoy: run by `make integration`"]
+fn palisade_test_and_envoy_agree_on_empty_bodies_preflights_and_odd_tokens() {
+    agree(
+        "examples/edge-orders.yaml",
+        "cli/tests/fixtures/policy/edge-more.yaml",
+    );
+}
