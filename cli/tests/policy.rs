@@ -49,6 +49,10 @@ fn the_example_policies_pass() {
             "examples/chain.yaml",
             "cli/tests/fixtures/policy/paths.yaml",
         ),
+        (
+            "examples/edge-orders.yaml",
+            "cli/tests/fixtures/policy/edge-more.yaml",
+        ),
     ] {
         let (code, out, err) = palisade(&["test", chain, cases]);
         assert_eq!(code, 0, "{cases}:\n{out}{err}");
