@@ -5,7 +5,12 @@
 //! through the chain natively: `palisade.wasm`'s own code ([`ChainPlugin`])
 //! configured with the JSON `render envoy` gives Envoy, on the fake host,
 //! driven as Envoy drives a filter ([`palisade_core::fake::exchange`]). No
-//! proxy is needed, so CI can prove a policy before it is deployed.
+//! proxy is needed, so CI can prove a policy before it is deployed. What
+//! Envoy does around the module is done here too: the route is picked as
+//! its route table picks it (after its path normalization), with the
+//! request headers it adds, and an upstream answer is marked
+//! `via_upstream`. `cli/tests/policy_envoy.rs` checks the real Envoy
+//! agrees, case by case.
 //!
 //! ```yaml
 //! keys:
@@ -1010,7 +1015,7 @@ impl Runner {
         if self.stop_iteration {
             ex = ex.with_stop_iteration_flag();
         }
-        let mut filter = Upstream {
+        let mut filter = CodeDetails {
             inner: ChainPlugin::new_filter(&self.plugin),
             local: false,
         };
@@ -1068,19 +1073,19 @@ fn observe(out: &Outcome, host: &FakeHost, route: &str) -> Observed {
 /// callbacks: an answer from the upstream has `response.code_details`
 /// `via_upstream` (a control's local reply has not), which is how the
 /// errors control tells a Palisade problem from an upstream's forgery.
-struct Upstream<F> {
+struct CodeDetails<F> {
     inner: F,
     local: bool,
 }
 
-impl<F: HttpFilter> Upstream<F> {
+impl<F: HttpFilter> CodeDetails<F> {
     fn request(&mut self, host: &mut dyn Host, flow: Flow) -> Flow {
         self.local |= host.local_reply_sent();
         flow
     }
 }
 
-impl<F: HttpFilter> HttpFilter for Upstream<F> {
+impl<F: HttpFilter> HttpFilter for CodeDetails<F> {
     fn on_request_headers(&mut self, host: &mut dyn Host, eos: bool) -> Flow {
         let flow = self.inner.on_request_headers(host, eos);
         self.request(host, flow)
