@@ -133,6 +133,9 @@ static_resources:
           # Envoy normalises before the filters; Palisade normalises again for matching.
           normalize_path: true
           merge_slashes: true
+          # Route on what an upstream that decodes %2F serves (else /admin%2Fx
+          # takes another route and its controls).
+          path_with_escaped_slashes_action: UNESCAPE_AND_FORWARD
           route_config:
             virtual_hosts:
             - name: demo

@@ -536,6 +536,12 @@ pub fn render(chain: &Chain, options: &Options) -> Result<Value, String> {
                         "use_remote_address": true,
                         "normalize_path": true,
                         "merge_slashes": true,
+                        // Envoy's default keeps `%2F` in the path it routes
+                        // on: `/admin%2Fusers` then takes a route other than
+                        // admin's and its controls, while an upstream that
+                        // decodes it serves /admin/users. Unescaped, the
+                        // route that matches is the one the upstream serves.
+                        "path_with_escaped_slashes_action": "UNESCAPE_AND_FORWARD",
                         "route_config": {
                             "name": "palisade",
                             "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": routes}],

@@ -869,10 +869,11 @@ impl RouteRule {
 }
 
 /// The path as the rendered Envoy routes on it and hands it to the filters
-/// and the upstream (`normalize_path`, then `merge_slashes`): escapes of
-/// unreserved characters decoded (`%61` is `a`), others kept (`%2F` is not
-/// a slash), dot segments removed, repeated slashes merged. Returns the
-/// path and the path with its query.
+/// and the upstream: escaped slashes unescaped (`%2F` and `%5C`,
+/// `path_with_escaped_slashes_action: UNESCAPE_AND_FORWARD`), then
+/// `normalize_path` (escapes of unreserved characters decoded, `%61` is
+/// `a`, other escapes kept; `\` read as `/`; dot segments removed), then
+/// `merge_slashes`. Returns the path and the path with its query.
 fn envoy_path(raw: &str) -> (String, String) {
     let (path, query) = raw.split_at(raw.find('?').unwrap_or(raw.len()));
     let bytes = path.as_bytes();
@@ -882,7 +883,7 @@ fn envoy_path(raw: &str) -> (String, String) {
     while i < bytes.len() {
         if let (b'%', Some(hi), Some(lo)) = (bytes[i], hex(i + 1), hex(i + 2)) {
             let b = u8::try_from(hi * 16 + lo).unwrap_or(b'%');
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            if b.is_ascii_alphanumeric() || b"-._~/\\".contains(&b) {
                 decoded.push(b);
             } else {
                 decoded.extend_from_slice(format!("%{b:02X}").as_bytes());
@@ -893,7 +894,7 @@ fn envoy_path(raw: &str) -> (String, String) {
             i += 1;
         }
     }
-    let decoded = String::from_utf8_lossy(&decoded);
+    let decoded = String::from_utf8_lossy(&decoded).replace('\\', "/");
     let parts: Vec<&str> = decoded.split('/').skip(1).collect();
     let mut segments: Vec<&str> = Vec::new();
     for (k, part) in parts.iter().enumerate() {
@@ -1328,7 +1329,9 @@ cases:
         let path = |raw: &str| envoy_path(raw).0;
         assert_eq!(path("//admin//users"), "/admin/users");
         assert_eq!(path("/%61dmin/%7Eme"), "/admin/~me");
-        assert_eq!(path("/admin%2fusers"), "/admin%2Fusers");
+        assert_eq!(path("/admin%2fusers"), "/admin/users");
+        assert_eq!(path("/api/..%2Fadmin%5cusers"), "/admin/users");
+        assert_eq!(path("/a%3Fb"), "/a%3Fb");
         assert_eq!(path("/a/./b/../c/"), "/a/c/");
         assert_eq!(path("/a/b/.."), "/a/");
         assert_eq!(path("/../.."), "/");
