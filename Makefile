@@ -217,8 +217,10 @@ bench: bench-memory
 # for FUZZ_S seconds on fuzz/corpus/<target>, one after another; a finding
 # lands in fuzz/artifacts/<target>/ and fails the run (fuzz/README.md).
 # libFuzzer needs unstable rustc flags: nightly when rustup has or can get
-# it, else the stable toolchain with RUSTC_BOOTSTRAP=1.
+# it, else the stable toolchain with RUSTC_BOOTSTRAP=1. -len_control=0: the
+# targets read a whole scenario from each input, so inputs may be long at once.
 FUZZ_S ?= 60
+FUZZ_TARGET_DIR ?= target/fuzz
 CARGO_FUZZ_VERSION := 0.13.2
 FUZZ_TARGETS = $(basename $(notdir $(wildcard fuzz/fuzz_targets/*.rs)))
 fuzz:
@@ -239,8 +241,8 @@ fuzz:
 	  mkdir -p fuzz/corpus/$$t; \
 	  echo "== fuzz $$t: $(FUZZ_S) s"; \
 	  env $$bootstrap PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" cargo $$toolchain fuzz run --fuzz-dir fuzz \
-	    --debug-assertions --target-dir target/fuzz $$t fuzz/corpus/$$t -- \
-	    -max_total_time=$(FUZZ_S) -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+	    --debug-assertions --target-dir $(FUZZ_TARGET_DIR) $$t fuzz/corpus/$$t -- \
+	    -max_total_time=$(FUZZ_S) -timeout=10 -rss_limit_mb=2048 -len_control=0 -print_final_stats=1 \
 	    || failed="$$failed $$t"; \
 	done; \
 	if [ -n "$$failed" ]; then echo "fuzz: findings in:$$failed (see fuzz/artifacts/)"; exit 1; fi

@@ -264,6 +264,7 @@ fn start(
     let id = check::request_id(&gen::request_headers(&req));
     let mut k = known.clone();
     k.add(&known_text(&req));
+    k.add(id.as_deref().unwrap_or_default().as_bytes());
     let logs: Vec<String> = host.logs.borrow().iter().map(|(_, m)| m.clone()).collect();
     let mut outputs: Vec<&[u8]> = logs.iter().map(|l| l.as_bytes()).collect();
     if let Some(sent) = &host.sent {
