@@ -282,8 +282,13 @@ fn start(
         .filter(|(n, _)| n == "x-api-key")
         .map(|(_, v)| v.clone())
         .collect();
+    // Whether a blank value is a key or a missing one is the control's
+    // call: such requests are left out of the model, which can then only
+    // count less than the control does.
+    let blank = values.iter().any(|v| v.trim_ascii().is_empty());
     let group = match (keyed, values.is_empty(), on_missing) {
         (false, _, _) => Some(Vec::new()),
+        (true, false, _) if blank => None,
         (true, false, _) => Some(values),
         (true, true, "shared") => Some(Vec::new()),
         _ => None,
