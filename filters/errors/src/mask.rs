@@ -329,7 +329,16 @@ impl ErrorsFilter {
     }
 
     /// Rewrites the response headers into a problem's, in place.
-    fn rewrite_headers(&self, host: &mut dyn Host, policy: &Policy, status: u16) {
+    /// `body_follows`: whether a body callback will carry the problem
+    /// document. A response that ends with its headers gets no problem
+    /// content type: an empty body is no problem document.
+    fn rewrite_headers(
+        &self,
+        host: &mut dyn Host,
+        policy: &Policy,
+        status: u16,
+        body_follows: bool,
+    ) {
         let mut doomed: Vec<String> = Vec::new();
         for (name, _) in host.response_headers().iter() {
             if name.starts_with(':') || doomed.contains(name) {
@@ -343,7 +352,9 @@ impl ErrorsFilter {
             host.remove_response_header(name);
         }
         for (name, value) in self.problem(status).headers() {
-            host.set_response_header(name, value.as_bytes());
+            if body_follows || name != "content-type" {
+                host.set_response_header(name, value.as_bytes());
+            }
         }
     }
 
@@ -376,7 +387,13 @@ impl ErrorsFilter {
         cause: Cause,
     ) -> Flow {
         let kind = host.kind();
-        let bodiless = eos && kind.trusts_end_of_stream_in_headers();
+        // Kong never says end_of_stream in headers, and calls no body
+        // callback for an empty body: there `content-length: 0` tells.
+        let bodiless = if kind.trusts_end_of_stream_in_headers() {
+            eos
+        } else {
+            eos || declares_no_body(host)
+        };
         let reason = cause.describe();
         if policy.dry_run {
             self.count(host, &format!("shadow_masked.{}", cause.event()));
@@ -409,7 +426,7 @@ impl ErrorsFilter {
             self.state = State::Replied;
             return Flow::Pause;
         }
-        self.rewrite_headers(host, policy, status);
+        self.rewrite_headers(host, policy, status, !bodiless);
         self.defer_log(host, format!("masked {status} ({reason})"));
         if bodiless {
             // No body will come and no local reply is possible: headers only.
@@ -626,7 +643,7 @@ impl ErrorsFilter {
         self.count(host, &format!("masked.{}", reason.0));
         let problem = self.problem(status).to_json();
         let body = if held {
-            self.rewrite_headers(host, policy, status);
+            self.rewrite_headers(host, policy, status, true);
             problem
         } else {
             match judged.framing {
@@ -855,4 +872,10 @@ impl HttpFilter for ErrorsFilter {
         }
         Flow::Continue
     }
+}
+
+/// Whether the response headers say no body follows (`content-length: 0`).
+fn declares_no_body(host: &dyn Host) -> bool {
+    host.response_header("content-length")
+        .is_some_and(|v| v.trim_ascii() == b"0")
 }

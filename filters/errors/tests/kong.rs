@@ -169,3 +169,25 @@ fn kong_replacement_covers_the_problem_whatever_the_buffered_size() {
         assert_eq!(out.json()["status"], 503, "{}", out.text());
     }
 }
+
+#[test]
+fn a_bodiless_5xx_on_kong_never_claims_an_empty_problem_document() {
+    // Found by fuzzing (fuzz/corpus/errors): Kong calls no body callback
+    // for an empty body, so the problem the headers announced never came
+    // and the client got `application/problem+json` with no body.
+    let mut host = request(HostKind::Kong, "/x");
+    let ex = Exchange::new().response(
+        503,
+        &[
+            ("content-type", "application/json"),
+            ("content-length", "0"),
+        ],
+        &[],
+    );
+    let out = drive(&mut host, "{}", &ex);
+    let client = out.client();
+    assert_eq!(client.status, 503);
+    assert!(client.body.is_empty());
+    assert_eq!(client.header("content-type"), None, "{:?}", client.headers);
+    assert_eq!(client.header("x-request-id").as_deref(), Some("rid-1"));
+}
