@@ -61,13 +61,19 @@ impl ChainPlugin {
     /// The route for this request: by the proxy's route name, else by path.
     /// With one route the name can only pick that route, so it is read
     /// (a host call) only when the path does not match.
-    fn select(&self, host: &dyn Host) -> Option<&CompiledRoute> {
+    ///
+    /// `Err` when the proxy routed a path with an escaped slash to another
+    /// chain route than the decoded path matches: with Envoy's default
+    /// `path_with_escaped_slashes_action`, `/admin%2Fusers` skips an
+    /// `/admin/` route, and an upstream that decodes `%2F` serves
+    /// `/admin/users` without admin's controls.
+    fn select(&self, host: &dyn Host) -> Result<Option<&CompiledRoute>, AmbiguousPath> {
+        let raw = || host.request_header(":path").unwrap_or_default();
         let by_path = || {
             if let Some(first) = self.routes.first().filter(|r| r.catch_all) {
                 return Some(first);
             }
-            let raw = host.request_header(":path").unwrap_or_default();
-            let path = palisade_core::path::normalize(&String::from_utf8_lossy(&raw));
+            let path = palisade_core::path::normalize(&String::from_utf8_lossy(&raw()));
             let input = RouteInput {
                 method: "",
                 path: &path,
@@ -77,15 +83,20 @@ impl ChainPlugin {
         };
         if self.routes.len() == 1 {
             if let Some(route) = by_path() {
-                return Some(route);
+                return Ok(Some(route));
             }
         }
         if let Some(name) = host.route_name() {
             if let Some(route) = self.routes.iter().find(|r| r.name == name) {
-                return Some(route);
+                if palisade_core::path::has_escaped_slash(&raw()) {
+                    if let Some(other) = by_path().filter(|r| r.name != route.name) {
+                        return Err(AmbiguousPath(other.name.clone()));
+                    }
+                }
+                return Ok(Some(route));
             }
         }
-        by_path()
+        Ok(by_path())
     }
 
     /// How many controls each route runs, by route name (for tests and logs).
@@ -230,6 +241,36 @@ impl Plugin for ChainPlugin {
     }
 }
 
+/// A path whose escaped slashes made the proxy pick another route than the
+/// decoded path matches (the chain route the decoded path matches).
+struct AmbiguousPath(String);
+
+impl AmbiguousPath {
+    /// Refuses the request with 400 and says, once per request, which
+    /// proxy setting avoids it.
+    fn refuse(self, host: &mut dyn Host) -> Flow {
+        let ctx = palisade_core::RequestContext::new(NAME, host);
+        ctx.log(
+            host,
+            palisade_core::Level::Warn,
+            &format!(
+                "denied with 400 (ambiguous_path): the proxy routed a path with an escaped \
+                 slash (%2F, %5C) to another route than its decoded form matches (route {:?}); \
+                 set Envoy's path_with_escaped_slashes_action: UNESCAPE_AND_FORWARD",
+                self.0
+            ),
+        );
+        palisade_core::problem::Problem::of_kind(
+            400,
+            "ambiguous-path",
+            "The path's escaped slashes make its route ambiguous",
+        )
+        .request_id(ctx.request_id.as_deref())
+        .send(host, &[]);
+        Flow::Pause
+    }
+}
+
 /// One request: the route's controls, chosen at the request headers.
 pub struct ChainFilter {
     plugin: Rc<ChainPlugin>,
@@ -264,8 +305,10 @@ impl HttpFilter for ChainFilter {
             memory: &mut memory,
             publish: plugin.publish,
         };
-        let Some(route) = plugin.select(&view) else {
-            return Flow::Continue;
+        let route = match plugin.select(&view) {
+            Ok(Some(route)) => route,
+            Ok(None) => return Flow::Continue,
+            Err(ambiguous) => return ambiguous.refuse(host),
         };
         let filters = route
             .controls

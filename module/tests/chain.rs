@@ -138,6 +138,45 @@ fn the_route_named_by_the_proxy_wins_over_the_path() {
     assert_eq!(out.client().status, 405);
 }
 
+/// Envoy's default keeps `%2F` when it routes: `/admin%2Fusers/7` takes the
+/// `api` route, while an upstream that decodes it serves admin's path. The
+/// module refuses instead of running the weaker chain.
+#[test]
+fn a_proxy_route_an_escaped_slash_led_away_from_the_decoded_path_is_refused() {
+    let (plugin, root) = configure(&two_routes());
+    for path in ["/api/..%2Fadmin/users/7", "/api/..%5cadmin/users/7"] {
+        let mut host = request(&root, "DELETE", path, &[("x-request-id", "req-9")]);
+        host.properties
+            .insert("xds.route_name".into(), b"api".to_vec());
+        let out = run(
+            &mut ChainPlugin::new_filter(&plugin),
+            &mut host,
+            &Exchange::new(),
+        );
+        let client = out.client();
+        assert_eq!(client.status, 400, "{path}");
+        assert_eq!(client.json()["type"], "urn:palisade:problem:ambiguous-path");
+        assert_eq!(client.json()["request_id"], "req-9");
+        assert!(out.upstream.is_none());
+        assert!(host.logged(
+            palisade_core::Level::Warn,
+            "path_with_escaped_slashes_action: UNESCAPE_AND_FORWARD"
+        ));
+    }
+    // The same route either way, an escape in the query, or none: served.
+    for path in ["/api/a%2Fb", "/api/x?next=%2Fadmin%2F", "/api/users"] {
+        let mut host = request(&root, "DELETE", path, &[]);
+        host.properties
+            .insert("xds.route_name".into(), b"api".to_vec());
+        let out = run(
+            &mut ChainPlugin::new_filter(&plugin),
+            &mut host,
+            &Exchange::new(),
+        );
+        assert_eq!(out.client().status, 200, "{path}");
+    }
+}
+
 #[test]
 fn requests_go_in_order_and_responses_in_reverse() {
     let (plugin, root) = configure(&two_routes());

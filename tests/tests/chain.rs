@@ -162,6 +162,47 @@ fn envoys_route_name_selects_the_chain_route() {
     assert_eq!(get(&envoy.url("/backoffice/x"), &[]).status, 200);
 }
 
+/// Envoy as configured by default keeps `%2F` when it routes, so
+/// `/admin%2Fusers` takes Envoy's `api` route (a catch-all here) while an
+/// upstream that decodes it serves admin's path: the module refuses it
+/// rather than run api's chain, and says which setting avoids it.
+#[test]
+fn an_escaped_slash_that_moves_the_route_is_refused_under_envoys_default() {
+    let upstream = Upstream::start();
+    let envoy = Envoy::start(
+        &EnvoyConfig::new()
+            .upstream(&upstream)
+            .wasm(palisade(&edge()))
+            .route(Route::prefix("admin", "/admin/"))
+            .route(Route::prefix("api", "/")),
+    );
+    let valid = token("valid");
+    let auth = [("authorization", valid.as_str())];
+    let r = request("DELETE", &envoy.url("/admin%2Fusers"), &auth, b"");
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.header("content-type"), Some("application/problem+json"));
+    assert!(
+        r.text().contains("urn:palisade:problem:ambiguous-path"),
+        "{}",
+        r.text()
+    );
+    assert!(envoy
+        .log()
+        .contains("path_with_escaped_slashes_action: UNESCAPE_AND_FORWARD"));
+    assert_eq!(
+        request("DELETE", &envoy.url("/admin/users"), &auth, b"").status,
+        405
+    );
+    assert_eq!(
+        request("DELETE", &envoy.url("/api/orders"), &auth, b"").status,
+        200
+    );
+    assert!(upstream
+        .received()
+        .iter()
+        .all(|r| !r.path.contains("admin")));
+}
+
 #[test]
 fn a_paused_jwks_fetch_resumes_the_rest_of_the_chain() {
     let upstream = Upstream::start();

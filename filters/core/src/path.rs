@@ -12,6 +12,16 @@
 
 use serde::Deserialize;
 
+/// Whether a raw `:path` (before its query) holds an escaped slash, `%2F`
+/// or `%5C`: a proxy that keeps them (Envoy's default) routes on another
+/// path than [`normalize`] and a decoding upstream see.
+pub fn has_escaped_slash(raw: &[u8]) -> bool {
+    let path = raw.split(|b| *b == b'?').next().unwrap_or_default();
+    path.windows(3).any(|w| {
+        w[0] == b'%' && (w[1..].eq_ignore_ascii_case(b"2f") || w[1..].eq_ignore_ascii_case(b"5c"))
+    })
+}
+
 /// Normalises a raw `:path` for rule matching (never for forwarding).
 pub fn normalize(raw: &str) -> String {
     let end = raw.find(['?', '#']).unwrap_or(raw.len());
