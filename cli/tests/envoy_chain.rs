@@ -669,7 +669,7 @@ fn the_example_as_envoy_gateway_runs_it_serves_each_routes_chain() {
 }
 
 /// Every series the generated dashboard and rules use is in the real
-/// Envoy's `/stats/prometheus`, with the stats tag the README documents,
+/// Envoy's `/stats/prometheus`, with the stats tag the docs document (operations/metrics.md),
 /// after traffic through all five controls in palisade.wasm.
 #[test]
 #[ignore = "needs `make build` and Envoy: run by `make integration`"]
@@ -710,13 +710,13 @@ routes:
         modules: Modules::Single,
     };
     let mut bootstrap = envoy::render(&chain, &options).unwrap();
-    // The README's stats tag (Metrics), as written there.
-    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
-    let regex = readme
+    // The documented stats tag (docs/src/operations/metrics.md), as written there.
+    let page = std::fs::read_to_string(repo_root().join("docs/src/operations/metrics.md")).unwrap();
+    let regex = page
         .lines()
         .find_map(|l| l.trim().strip_prefix("regex: '^wasmcustom\\.palisade"))
         .map(|rest| format!("^wasmcustom\\.palisade{}", rest.trim_end_matches('\'')))
-        .expect("the README's palisade_reason stats tag");
+        .expect("the documented palisade_reason stats tag");
     bootstrap["stats_config"] =
         serde_json::json!({"stats_tags": [{"tag_name": "palisade_reason", "regex": regex}]});
     let envoy = RawEnvoy::start(&bootstrap.to_string());

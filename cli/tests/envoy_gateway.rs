@@ -253,10 +253,10 @@ fn what_envoy_gateway_cannot_run_is_refused_with_the_reason() {
     assert!(err.contains("hold_headers"), "{err}");
 }
 
-/// The README's command, through the `palisade` binary (pinning left out:
-/// the images are not built here).
+/// The documented command (docs/src/deploy/envoy-gateway.md), through the
+/// `palisade` binary (pinning left out: the images are not built here).
 #[test]
-fn the_readme_command_writes_valid_policies() {
+fn the_documented_command_writes_valid_policies() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_palisade"))
         .current_dir(root())
         .args([

@@ -1,5 +1,5 @@
 //! `palisade test` as CI runs it: the built command on the examples, exit
-//! codes, failure reports, JUnit output, and the README's cases file.
+//! codes, failure reports, JUnit output, and the documented cases file (docs/src/deploy/chain-file.md).
 
 use palisade_tests::repo_root;
 use std::path::Path;
@@ -147,12 +147,12 @@ fn a_key_naming_a_provider_tests_a_chain_that_fetches_its_keys() {
 }
 
 #[test]
-fn the_readme_cases_file_passes_against_the_edge_example() {
-    let readme = read("README.md");
-    let section = readme
-        .split_once("#### `palisade test`")
+fn the_documented_cases_file_passes_against_the_edge_example() {
+    let page = read("docs/src/deploy/chain-file.md");
+    let section = page
+        .split_once("## `palisade test`")
         .map(|(_, s)| s)
-        .expect("README has a `palisade test` section");
+        .expect("the chain-file page has a `palisade test` section");
     let block = section
         .split_once("```yaml\n")
         .and_then(|(_, s)| s.split_once("```"))

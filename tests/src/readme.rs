@@ -1,5 +1,8 @@
-//! The README's fenced blocks, read by a CommonMark parser and sorted into what
-//! they show, so `tests/tests/readme.rs` can check every config as written.
+//! The fenced blocks of the README and of every documentation page
+//! (`docs/src/**/*.md`), read by a CommonMark parser and sorted into what they
+//! show, so `tests/tests/readme.rs` can check every config as written.
+//! mdBook's `{{#include path}}` lines inside a block are replaced by the
+//! file they name (`expand_includes`), as the site shows them.
 //!
 //! Classification (`classify`) goes by the fence's info string, then by content,
 //! then by the heading the block sits under:
@@ -7,8 +10,9 @@
 //! - `sh`, `bash`, `console`, `text`… (`SKIPPED_LANGS`): commands and output, skipped.
 //! - `json`: a problem document (`type`, `title`, `status`) is output, skipped; an
 //!   object with a `filters` list of `palisade_*` entries is a Kong filter chain;
-//!   anything else is a filter config, for the filter the block's `##` section is
-//!   about (`` ## `jwt`: … ``), or every filter under the shared-core section.
+//!   anything else is a filter config, for the filter the nearest heading
+//!   naming one is about (`` ## `jwt`: … `` in the README, a control page's
+//!   `` # `jwt`: … `` title), or every filter under the shared-core section.
 //! - `yaml`: Istio resources (`apiVersion` + `kind`), a whole Envoy bootstrap
 //!   (`static_resources`), a chain file (`version` + `routes`), Kong declarative
 //!   config (`_format_version`, `services`, `filter_chains`, `plugins`), or an Envoy
@@ -49,9 +53,11 @@ pub const SKIPPED_LANGS: &[&str] = &[
 /// Marker comment that skips the next block.
 pub const NOT_A_CONFIG: &str = "<!-- not-a-config -->";
 
-/// One fenced (or indented) code block of the README.
+/// One fenced (or indented) code block of the README or a documentation page.
 #[derive(Debug, Clone)]
 pub struct Block {
+    /// The file it is in, relative to the repository (`docs/src/controls/jwt.md`).
+    pub file: String,
     /// 1-based line of the opening fence.
     pub line: usize,
     /// The info string's first word, lowercased (`""` when absent).
@@ -75,9 +81,9 @@ pub enum Marker {
 }
 
 impl Block {
-    /// `README.md:<line> (<nearest heading>)`, for failure messages.
+    /// `<file>:<line> (<nearest heading>)`, for failure messages.
     pub fn label(&self) -> String {
-        format!("README.md:{} ({})", self.line, self.heading())
+        format!("{}:{} ({})", self.file, self.line, self.heading())
     }
 
     /// The nearest heading's text.
@@ -94,10 +100,96 @@ impl Block {
             .map(|(_, h)| h.as_str())
             .unwrap_or("")
     }
+
+    /// Whether a heading above the block is `text`'s (a substring).
+    pub fn under(&self, text: &str) -> bool {
+        self.headings.iter().any(|(_, h)| h.contains(text))
+    }
 }
 
-/// Every code block of `markdown`, with its line, info string, headings and marker.
+/// The documentation: `README.md`, then every page under `docs/src/`, sorted,
+/// as `(path relative to root, text)`.
+pub fn doc_files(root: &Path) -> Vec<(String, String)> {
+    let mut pages = Vec::new();
+    collect_markdown(&root.join("docs/src"), &mut pages);
+    pages.sort();
+    std::iter::once(root.join("README.md"))
+        .chain(pages)
+        .map(|p| {
+            let text = std::fs::read_to_string(&p)
+                .unwrap_or_else(|e| panic!("reading {}: {e}", p.display()));
+            let rel = p.strip_prefix(root).unwrap_or(&p);
+            (rel.to_string_lossy().into_owned(), text)
+        })
+        .collect()
+}
+
+fn collect_markdown(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            collect_markdown(&p, out);
+        } else if p.extension().is_some_and(|x| x == "md") {
+            out.push(p);
+        }
+    }
+}
+
+/// Every code block of every documentation file (`doc_files`), includes expanded.
+pub fn doc_blocks(root: &Path) -> Vec<Block> {
+    doc_files(root)
+        .into_iter()
+        .flat_map(|(file, text)| {
+            let dir = root.join(&file);
+            let dir = dir.parent().map(Path::to_path_buf).unwrap_or_default();
+            blocks_in(&file, &text).into_iter().map(move |mut b| {
+                b.text = expand_includes(&b.text, &dir);
+                b
+            })
+        })
+        .collect()
+}
+
+/// mdBook's `{{#include path}}` lines (whole files only), replaced by the file
+/// they name relative to `dir`. A line naming a file that cannot be read is
+/// left as it is, so the block fails its check (and `tests/tests/docs.rs`
+/// names the include).
+pub fn expand_includes(text: &str, dir: &Path) -> String {
+    let mut out = String::new();
+    for line in text.split_inclusive('\n') {
+        let included = include_target(line).and_then(|t| std::fs::read_to_string(dir.join(t)).ok());
+        match included {
+            Some(body) => {
+                out.push_str(&body);
+                if !body.ends_with('\n') {
+                    out.push('\n');
+                }
+            }
+            None => out.push_str(line),
+        }
+    }
+    out
+}
+
+/// The path of an mdBook `{{#include path}}` line.
+pub fn include_target(line: &str) -> Option<&str> {
+    line.trim()
+        .strip_prefix("{{#include ")?
+        .strip_suffix("}}")
+        .map(str::trim)
+}
+
+/// Every code block of `markdown` (the README), with its line, info string,
+/// headings and marker.
 pub fn blocks(markdown: &str) -> Vec<Block> {
+    blocks_in("README.md", markdown)
+}
+
+/// Every code block of the file `file` whose text is `markdown`.
+pub fn blocks_in(file: &str, markdown: &str) -> Vec<Block> {
     let mut out = Vec::new();
     let mut headings: Vec<(u8, String)> = Vec::new();
     let mut heading: Option<(u8, String)> = None;
@@ -123,6 +215,7 @@ pub fn blocks(markdown: &str) -> Vec<Block> {
                     CodeBlockKind::Indented => String::new(),
                 };
                 code = Some(Block {
+                    file: file.to_string(),
                     line: markdown[..range.start].matches('\n').count() + 1,
                     lang,
                     text: String::new(),
@@ -337,11 +430,16 @@ fn classify_json(block: &Block, filters: &[&str]) -> Result<Class, String> {
     }
     let named = match &block.marker {
         Some(Marker::Filter(names)) => Some(names.clone()),
-        _ => section_filter(block.section(), filters).map(|n| vec![n]),
+        _ => block
+            .headings
+            .iter()
+            .rev()
+            .find_map(|(_, h)| section_filter(h, filters))
+            .map(|n| vec![n]),
     };
     let filters: Vec<String> = match named {
         Some(names) => names,
-        None if block.section().contains("What every filter shares") => {
+        None if block.under("What every filter shares") => {
             filters.iter().map(|f| f.to_string()).collect()
         }
         None => {
@@ -777,6 +875,7 @@ mod tests {
         assert_eq!(b.len(), 3);
         assert_eq!((b[0].line, b[0].lang.as_str()), (7, "json"));
         assert_eq!(b[0].section(), "`jwt`: tokens");
+        assert_eq!(b[0].label(), "README.md:7 (Quick)");
         assert_eq!(b[0].heading(), "Quick");
         assert_eq!(b[1].marker, Some(Marker::NotAConfig));
         assert_eq!(b[2].text, "wasm = on\n");
@@ -789,6 +888,45 @@ mod tests {
         );
         assert!(matches!(classify(&b[1], FILTERS), Ok(Class::Skip(_))));
         assert_eq!(classify(&b[2], FILTERS), Ok(Class::KongConf));
+    }
+
+    #[test]
+    fn a_control_page_title_names_the_filter_of_its_json_blocks() {
+        let md = "# `ratelimit`: limits\n\n## Config\n\n### Keys\n\n```json\n{}\n```\n";
+        let b = blocks_in("docs/src/controls/ratelimit.md", md);
+        assert_eq!(b[0].label(), "docs/src/controls/ratelimit.md:7 (Keys)");
+        assert_eq!(
+            classify(&b[0], FILTERS),
+            Ok(Class::FilterJson {
+                filters: vec!["ratelimit".into()],
+                hosts: vec![Host::Envoy]
+            })
+        );
+        let shared = blocks_in(
+            "c.md",
+            "# What every filter shares\n\n## Rules\n\n```json\n{}\n```\n",
+        );
+        assert!(matches!(
+            classify(&shared[0], FILTERS),
+            Ok(Class::FilterJson { filters, .. }) if filters.len() == FILTERS.len()
+        ));
+    }
+
+    #[test]
+    fn includes_are_replaced_by_the_file_and_a_missing_one_is_kept() {
+        let dir = std::env::temp_dir().join(format!("palisade-include-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("a.json"), "{\"dry_run\": true}").unwrap();
+        let text = "before\n{{#include a.json}}\n{{#include missing.json}}\n";
+        assert_eq!(
+            expand_includes(text, &dir),
+            "before\n{\"dry_run\": true}\n{{#include missing.json}}\n"
+        );
+        assert_eq!(
+            include_target("  {{#include ../x/y.json}}"),
+            Some("../x/y.json")
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

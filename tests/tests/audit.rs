@@ -1,4 +1,4 @@
-//! The audit trail in a real Envoy 1.40: the access log the README shows
+//! The audit trail in a real Envoy 1.40: the access log the docs show
 //! writes one JSON decision record per request, shared by the controls
 //! (separate modules through Envoy's filter state; with
 //! `PALISADE_MODULE=one`, each control in its own `palisade.wasm`), with
@@ -14,14 +14,14 @@ use palisade_tests::readme;
 use palisade_tests::*;
 use serde_json::{json, Value};
 
-/// The README's audit access log (the YAML block naming
-/// `wasm.palisade_audit`), with its path moved to `path`.
+/// The documented audit access log (the YAML block naming
+/// `wasm.palisade_audit`, on docs/src/operations/audit.md), with its path
+/// moved to `path`.
 fn readme_access_log(path: &Path) -> Value {
-    let text = std::fs::read_to_string(repo_root().join("README.md")).expect("README.md");
-    let block = readme::blocks(&text)
+    let block = readme::doc_blocks(&repo_root())
         .into_iter()
         .find(|b| b.lang == "yaml" && b.text.contains("wasm.palisade_audit"))
-        .expect("the README shows the audit access log");
+        .expect("the docs show the audit access log");
     let docs = readme::yaml_documents(&block.text).expect("the block is YAML");
     let mut hcm = docs.into_iter().next().expect("one document");
     hcm["access_log"][0]["typed_config"]["path"] = json!(path.to_string_lossy());

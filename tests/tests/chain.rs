@@ -54,7 +54,7 @@ fn counter(envoy: &Envoy, name: &str, at_least: u64) -> u64 {
         .unwrap_or(0)
 }
 
-/// The edge chain of the README, one module: errors, headers, jwt and a
+/// The edge chain of the docs (module.md), one module: errors, headers, jwt and a
 /// per-subject limit on `/api/`; a read-only `/admin/` without tokens.
 fn edge() -> Value {
     chain(

@@ -222,7 +222,7 @@ fn envoys_own_503_and_504_become_problems() {
             )
             .route(Route::path("direct", "/direct").direct(500, "panic at /usr/src/app/x.js:1:2"))
             .route(Route::prefix("slow", "/").timeout(Duration::from_millis(300)))
-            // The README's stats_tags example: the reason becomes a label.
+            // The documented stats_tags example (operations/metrics.md): the reason becomes a label.
             .bootstrap_extra(json!({"stats_config": {"stats_tags": [{
                 "tag_name": "reason",
                 "regex": "^wasmcustom\\.palisade\\.errors\\.(?:shadow_)?masked(\\.(status|leak|grpc))$",

@@ -1118,7 +1118,7 @@ fn trap_then_headers(upstream: &Upstream, policy: FailurePolicy) -> Envoy {
 /// A VM failure (a filter bug: a Rust panic is a wasm trap). Under
 /// `FAIL_RELOAD` the request it trapped on is refused, and a fresh VM
 /// serves the next ones, with the controls behind it still at work. Under
-/// `FAIL_CLOSED` the dead VM refuses every later request: why the README
+/// `FAIL_CLOSED` the dead VM refuses every later request: why the docs
 /// recommends `FAIL_RELOAD`.
 #[test]
 fn a_trapping_vm_under_fail_reload_fails_its_request_and_a_fresh_vm_serves_the_next() {

@@ -311,7 +311,7 @@ fn too_many_or_too_large_headers_get_431_before_envoys_own_limits() {
     assert_eq!(stat(&envoy, "denied.headers_too_large", 1), 1);
 }
 
-/// Control bytes in a header value, as listed in the README: Envoy's HTTP/1
+/// Control bytes in a header value, as listed in the docs (controls/headers.md): Envoy's HTTP/1
 /// codec answers 400 itself for all but HTAB (allowed) and a bare CR (removed
 /// from the value), its HTTP/2 codec drops the connection. None reaches the
 /// filter or the upstream with the byte in it.

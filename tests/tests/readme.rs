@@ -1,8 +1,11 @@
-//! Every config shown in README.md is checked as written.
+//! Every config shown in README.md and in the documentation site's pages
+//! (`docs/src/**/*.md`) is checked as written.
 //!
-//! The README's code blocks are read with a CommonMark parser and sorted by
+//! The code blocks are read with a CommonMark parser (mdBook's
+//! `{{#include path}}` lines replaced by the file, as the site shows it) and
+//! sorted by
 //! `palisade_tests::readme::classify` (which documents the rules); one test per
-//! class checks them, and every failure names the README line:
+//! class checks them, and every failure names the file and line:
 //!
 //! - filter JSON: the filter's own `check_config` (what `palisade check` and the
 //!   filter's `configure` run), for Envoy, or for Kong under a Kong heading;
@@ -49,11 +52,8 @@ fn filter_names() -> Vec<&'static str> {
 }
 
 fn readme_blocks() -> Vec<(Block, Result<Class, String>)> {
-    let path = palisade_tests::repo_root().join("README.md");
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
     let names = filter_names();
-    readme::blocks(&text)
+    readme::doc_blocks(&palisade_tests::repo_root())
         .into_iter()
         .map(|b| {
             let class = readme::classify(&b, &names);
@@ -145,9 +145,20 @@ fn every_block_is_classified() {
     println!("{} blocks: {counts:?}", blocks.len());
     assert!(
         blocks.len() > 20,
-        "the README parser found only {} blocks",
+        "the Markdown parser found only {} blocks",
         blocks.len()
     );
+    // Every documentation file is read: the README and each site page.
+    for page in [
+        "README.md",
+        "docs/src/controls/jwt.md",
+        "docs/src/host-matrix.md",
+    ] {
+        assert!(
+            blocks.iter().any(|(b, _)| b.file == page),
+            "no block read from {page}"
+        );
+    }
     assert!(
         failures.is_empty(),
         "blocks the test cannot classify (label the fence, or add a marker comment: see \
@@ -590,6 +601,7 @@ fn kong_snippets_are_valid() {
 fn the_istio_and_kong_checkers_accept_the_rendered_files_and_refuse_a_bad_one() {
     let root = palisade_tests::repo_root();
     let block = |lang: &str, text: String| Block {
+        file: "self-test".into(),
         line: 0,
         lang: lang.into(),
         text,
@@ -663,6 +675,7 @@ fn the_bootstrap_checker_validates_a_whole_config() {
         })
     };
     let block = |boot: &Value| Block {
+        file: "self-test".into(),
         line: 0,
         lang: "yaml".into(),
         text: serde_json::to_string_pretty(boot).unwrap_or_default(),

@@ -2,7 +2,7 @@
 //!
 //! Envoy shows them as `wasmcustom.palisade.…` in `/stats` and without the
 //! prefix in `/stats/prometheus`. The ABI has no labels, so the reason is the
-//! last dotted part; `stats_tags` can lift it into a label (see the README).
+//! last dotted part; `stats_tags` can lift it into a label (see docs/src/operations/metrics.md).
 
 use crate::host::{Host, Level};
 

@@ -33,7 +33,7 @@ impl Problem {
         }
     }
 
-    /// A specific problem kind, documented in the README, with its own title.
+    /// A specific problem kind, documented on its control's page (docs/src/controls), with its own title.
     pub fn of_kind(status: u16, kind: &'static str, title: &str) -> Self {
         Problem {
             kind: Some(kind),

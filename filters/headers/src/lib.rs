@@ -10,7 +10,7 @@
 //!
 //! Pure core, thin glue: all decisions are plain Rust over [`Host`], tested
 //! natively with `FakeHost`; the proxy-wasm adapter is the core's
-//! `export_plugin!`. See README.md for the config reference.
+//! `export_plugin!`. See docs/src/controls/headers.md for the config reference.
 
 pub mod config;
 pub mod policy;

@@ -17,7 +17,7 @@
 //!
 //! Pure core, thin glue: every decision is plain Rust over [`Host`], tested
 //! natively with `FakeHost`; the proxy-wasm adapter is the core's
-//! `export_plugin!`. See README.md for the config reference.
+//! `export_plugin!`. See docs/src/controls/ratelimit.md for the config reference.
 
 pub mod answer;
 pub mod bucket;

@@ -8,7 +8,7 @@
 //! everything else streams untouched.
 //!
 //! Pure core, thin glue: decisions live in [`check`] over values the glue
-//! reads from [`Host`]; see README.md for the config reference.
+//! reads from [`Host`]; see docs/src/controls/schema.md for the config reference.
 
 pub mod body;
 pub mod check;
