@@ -158,11 +158,27 @@ pub struct Generated {
     pub dashboard: Value,
     pub rules: Value,
     pub used: BTreeSet<Series>,
+    /// The names a denial counter has in `/stats/prometheus` when the
+    /// `palisade_reason` stats tag is missing (`palisade_jwt_denied_expired`):
+    /// a PromQL regex, anchored as PromQL anchors it.
+    pub untagged: String,
 }
 
 pub fn generate() -> Result<Generated, String> {
     let defined = defined()?;
     let controls = denying(&defined);
+    let untagged = format!("palisade_({})_(shadow_)?denied_.+", controls.join("|"));
+    // With the tag in place no series may match, or the alert would fire.
+    let anchored = regex::Regex::new(&format!("^(?:{untagged})$")).map_err(|e| e.to_string())?;
+    if let Some(s) = defined
+        .iter()
+        .find(|s| s.reason.is_none() && anchored.is_match(&s.name))
+    {
+        return Err(format!(
+            "{} looks like an untagged denial counter: rename it",
+            s.name
+        ));
+    }
     let mut c = Catalogue {
         defined,
         used: BTreeSet::new(),
@@ -343,6 +359,19 @@ pub fn generate() -> Result<Generated, String> {
             },
         }),
     ];
+    alerts.push(json!({
+        "alert": "PalisadeStatsTagMissing",
+        "expr": format!("count({{__name__=~\"{untagged}\"}}) > 0"),
+        "for": "15m",
+        "labels": {"severity": "warning"},
+        "annotations": {
+            "summary": "Palisade's denial counters have no palisade_reason label",
+            "description": "Envoy exports denials with the reason in the name \
+                            (palisade_jwt_denied_expired): the bootstrap lacks the stats tag \
+                            palisade_reason, so the dashboard's denial panels and the denial \
+                            spike alerts see nothing. Add the tag (docs/src/operations/metrics.md).",
+        },
+    }));
     for f in &controls {
         let name = c.by_reason(&format!("palisade_{f}_denied"))?;
         alerts.push(json!({
@@ -368,6 +397,7 @@ pub fn generate() -> Result<Generated, String> {
         dashboard,
         rules,
         used: c.used,
+        untagged,
     })
 }
 

@@ -752,4 +752,58 @@ routes:
                 && !l.ends_with(" 0")),
         "{prometheus}"
     );
+    // PalisadeStatsTagMissing: silent with the tag...
+    let untagged = regex::Regex::new(&format!("^(?:{})$", g.untagged)).unwrap();
+    let names = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .filter_map(|l| l.split(['{', ' ']).next().map(String::from))
+            .collect()
+    };
+    let matched: Vec<String> = names(&prometheus)
+        .into_iter()
+        .filter(|n| untagged.is_match(n))
+        .collect();
+    assert!(matched.is_empty(), "tagged, yet matched: {matched:?}");
+    drop(envoy);
+    // ...and firing on an Envoy without it (the jwt module alone: same names).
+    let text = format!(
+        r#"
+version: 1
+upstreams: {{shop: 'http://127.0.0.1:{port}'}}
+filters:
+  jwt:
+    providers:
+      corp:
+        issuer: https://id.example.com
+        local_jwks: {{keys: [{{kty: EC, crv: P-256, kid: p1, x: B-_AXQ6cTwaicYgZ4akcOIBrq0wTu3EXPbxpQbVcl1w, y: QJkvCQ1hEENYXHNeIR3-vp_FMOAJtxnpvTZes9T2PNA}}]}}
+    requires: {{provider: corp}}
+routes:
+  - name: all
+    match: {{prefix: /}}
+    upstream: shop
+    filters: [jwt]
+"#,
+        port = upstream.port()
+    );
+    let chain = chain::load(&text).unwrap();
+    let options = envoy::Options {
+        modules: Modules::PerFilter,
+        ..options
+    };
+    let mut bootstrap = envoy::render(&chain, &options).unwrap();
+    if let Some(b) = bootstrap.as_object_mut() {
+        b.remove("stats_config");
+    }
+    let envoy = RawEnvoy::start(&bootstrap.to_string());
+    assert_eq!(client::get(&envoy.url("/private"), &[]).status, 401);
+    let bare = envoy.admin_get("/stats/prometheus");
+    let matched: Vec<String> = names(&bare)
+        .into_iter()
+        .filter(|n| untagged.is_match(n))
+        .collect();
+    assert!(
+        matched.contains(&"palisade_jwt_denied_missing".to_string()),
+        "untagged, yet not matched: {matched:?}\n{bare}"
+    );
 }
