@@ -213,6 +213,34 @@ fn chain_files_pass_palisade_check() {
     finish("chain file", &checked, failures);
 }
 
+/// The README's complete example, rendered as its commands render it
+/// (`palisade render envoy chain.yaml --wasm-dir "$PWD/dist"`) and loaded by
+/// the real Envoy, which runs `palisade.wasm`'s `on_configure` on it.
+#[test]
+fn the_readme_example_renders_into_a_config_envoy_loads() {
+    let blocks = blocks_where(|c| (*c == Class::Chain).then_some(()));
+    let (b, ()) = blocks
+        .iter()
+        .find(|(b, _)| b.file == "README.md")
+        .expect("the README shows a chain file");
+    let chain = chain::load(&b.text).unwrap_or_else(|p| panic!("{}: {p:?}", b.label()));
+    let options = palisade_cli::envoy::Options {
+        listen: "127.0.0.1:10000".into(),
+        admin: "127.0.0.1:9901".into(),
+        wasm_dir: palisade_tests::repo_root()
+            .join("dist")
+            .to_string_lossy()
+            .into_owned(),
+        modules: palisade_cli::envoy::Modules::Single,
+    };
+    let text = palisade_cli::envoy::render_text(&chain, &options)
+        .unwrap_or_else(|e| panic!("{}: render envoy: {e}", b.label()));
+    assert!(text.contains("palisade.wasm"), "{text}");
+    if let Err(e) = readme::envoy_validate(&text) {
+        panic!("{}: Envoy refuses the rendered config: {e}", b.label());
+    }
+}
+
 /// Validates `config` (text) in Envoy after the wasm path substitution.
 fn validate_text(b: &Block, config: &str) -> Result<(), String> {
     let (config, notes) = readme::substitute_wasm_paths(config, &filter_names());
