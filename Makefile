@@ -105,14 +105,32 @@ test-fixtures: toolchain
 	  -p palisade-empty --features fixture-trap
 	cp $(PROBE_TARGET_DIR)/$(WASM_TARGET)/release/palisade_empty.wasm $(DIST)/test/trap.wasm
 
+# Three passes, each with two test threads. The PALISADE_MODULE=one pass
+# runs beside the other two, its output kept in $(ONE_LOG) and printed when it
+# ends: each of its Envoys spends ~10 s of one core compiling palisade.wasm
+# (V8 compiles it with TurboFan), while the per-filter suites mostly wait on
+# sockets, timeouts and small modules, so together they keep both cores busy
+# (every test has its own Envoy, ports and temp dir, so processes cannot
+# collide). All three run to the end; the target fails if any failed.
+ONE_LOG := $(DIST)/test/module-one.log
 integration: build test-fixtures envoy test-servers
-	ENVOY_BIN="$${ENVOY_BIN:-$(ENVOY_FROM_VENV)}" cargo test -p palisade-tests -- --test-threads 2
-	@# The deploy renderings (chain file, Istio, EnvoyFilter, OCI) served by the real Envoy.
-	ENVOY_BIN="$${ENVOY_BIN:-$(ENVOY_FROM_VENV)}" cargo test -p palisade-cli -- --ignored --test-threads 2
-	@# The five filters' suites again, each control alone in $(DIST)/palisade.wasm
-	@# (a one-route, one-control chain; tests/src/config.rs, ModuleMode::One).
-	ENVOY_BIN="$${ENVOY_BIN:-$(ENVOY_FROM_VENV)}" PALISADE_MODULE=one cargo test -p palisade-tests \
-	  --test headers --test errors --test jwt --test ratelimit --test schema --test faults -- --test-threads 2
+	cargo test -p palisade-tests --no-run
+	cargo test -p palisade-cli --no-run
+	@export ENVOY_BIN="$${ENVOY_BIN:-$(ENVOY_FROM_VENV)}"; \
+	echo "PALISADE_MODULE=one pass (the five filters' suites in $(DIST)/palisade.wasm) started, output in $(ONE_LOG)"; \
+	PALISADE_MODULE=one cargo test -p palisade-tests \
+	  --test headers --test errors --test jwt --test ratelimit --test schema --test faults -- --test-threads 2 \
+	  > $(ONE_LOG) 2>&1 & one=$$!; \
+	failed=; \
+	echo "cargo test -p palisade-tests -- --test-threads 2"; \
+	cargo test -p palisade-tests -- --test-threads 2 || failed="$$failed per-filter"; \
+	echo "cargo test -p palisade-cli -- --ignored --test-threads 2  (the deploy renderings served by the real Envoy)"; \
+	cargo test -p palisade-cli -- --ignored --test-threads 2 || failed="$$failed cli"; \
+	wait $$one || failed="$$failed module-one"; \
+	echo "--- PALISADE_MODULE=one pass: the five filters' suites, each control alone in $(DIST)/palisade.wasm"; \
+	echo "--- (a one-route, one-control chain; tests/src/config.rs, ModuleMode::One) ---"; \
+	cat $(ONE_LOG); \
+	if [ -n "$$failed" ]; then echo "integration failed:$$failed"; exit 1; fi
 
 # The examples' security policies, through the built `palisade test` as CI
 # would run it (exit 1 when a case fails); `integration` also checks that the
