@@ -1,0 +1,2 @@
+//! Empty: this crate exists for its `Cargo.toml` (feature unification across
+//! the `make test` commands).
