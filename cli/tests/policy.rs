@@ -3,19 +3,10 @@
 
 use palisade_tests::repo_root;
 use std::path::Path;
-use std::process::Command;
 
+/// The built `palisade` command, run from the repository root.
 fn palisade(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_palisade"))
-        .args(args)
-        .current_dir(repo_root())
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    palisade_tests::paths::run_in_repo(env!("CARGO_BIN_EXE_palisade"), args)
 }
 
 fn read(path: &str) -> String {

@@ -6,7 +6,6 @@ use palisade_cli::envoy::Modules;
 use palisade_cli::{chain, envoy, istio, kong, oci};
 use palisade_tests::repo_root;
 use serde_json::Value;
-use std::process::Command;
 
 fn load(path: &str) -> chain::Chain {
     let text = std::fs::read_to_string(repo_root().join(path)).unwrap();
@@ -382,17 +381,9 @@ fn text_line(text: &str, needle: &str) -> usize {
     text.lines().position(|l| l.contains(needle)).unwrap() + 1
 }
 
+/// The built `palisade` command, run from the repository root.
 fn palisade(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_palisade"))
-        .args(args)
-        .current_dir(repo_root())
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    palisade_tests::paths::run_in_repo(env!("CARGO_BIN_EXE_palisade"), args)
 }
 
 #[test]

@@ -77,3 +77,19 @@ fn find_venv_envoy(root: &Path) -> Option<PathBuf> {
         .map(|p| p.join("site-packages/envoy/_bin/envoy"))
         .find(|p| p.is_file())
 }
+
+/// Runs `program` (a built command, such as `env!("CARGO_BIN_EXE_palisade")`)
+/// with `args` from the repository root, as CI runs it: `(exit code, stdout,
+/// stderr)`, `-1` for a process killed by a signal.
+pub fn run_in_repo(program: &str, args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .current_dir(repo_root())
+        .output()
+        .unwrap_or_else(|e| panic!("running {program}: {e}"));
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

@@ -275,24 +275,28 @@ fn the_built_site_has_no_broken_links() {
     html_files(&site, &mut pages);
     let attr = Regex::new(r#"(?:href|src)="([^"]*)""#).expect("a valid regex");
     let id = Regex::new(r#"\bid="([^"]*)""#).expect("a valid regex");
-    let mut ids: BTreeMap<PathBuf, BTreeSet<String>> = BTreeMap::new();
-    for p in &pages {
-        let html = std::fs::read_to_string(p).unwrap_or_default();
-        ids.insert(
-            p.clone(),
-            id.captures_iter(&html).map(|c| c[1].to_string()).collect(),
-        );
-    }
+    let html: BTreeMap<PathBuf, String> = pages
+        .iter()
+        .map(|p| (p.clone(), std::fs::read_to_string(p).unwrap_or_default()))
+        .collect();
+    let ids: BTreeMap<&PathBuf, BTreeSet<String>> = html
+        .iter()
+        .map(|(p, text)| {
+            (
+                p,
+                id.captures_iter(text).map(|c| c[1].to_string()).collect(),
+            )
+        })
+        .collect();
     let mut problems = Vec::new();
     let mut checked = 0;
-    for p in &pages {
+    for (p, html) in &html {
         // mdBook's 404 page links from the site's root URL, wherever it is served.
         if p.file_name().is_some_and(|n| n == "404.html") {
             continue;
         }
-        let html = std::fs::read_to_string(p).unwrap_or_default();
         let dir = p.parent().unwrap_or(&site).to_path_buf();
-        for c in attr.captures_iter(&html) {
+        for c in attr.captures_iter(html) {
             let url = c[1].replace("&amp;", "&");
             if external(&url) || url.starts_with("javascript:") || url.starts_with("data:") {
                 continue;
